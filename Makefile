@@ -1,0 +1,66 @@
+# containerd-steady: pinned upstream containerd plus a patch series.
+# Targets follow upstream's Makefile: binaries, install, release, test, integration.
+
+LINE ?= v1.7
+PREFIX ?= /usr/local
+DESTDIR ?=
+BUILD := build/$(LINE)
+GO ?= go
+
+.PHONY: all tree patches binaries install release test test-unit test-tree integration demo rebase setup clean
+
+all: binaries
+
+## setup: install runc, busybox-static and strace from Debian's packages if missing
+setup:
+	script/setup.sh
+
+## tree: materialise build/$(LINE)/src (pinned upstream + series) and the pristine copy
+tree:
+	script/tree.sh $(LINE)
+
+## patches: export the commits in build/$(LINE)/src back to patches/$(LINE)/
+patches:
+	script/patches.sh $(LINE)
+
+## binaries: fork into build/$(LINE)/bin, upstream into build/$(LINE)/upstream/bin
+binaries:
+	script/build.sh $(LINE) both
+
+## install: the fork's binaries into $(DESTDIR)$(PREFIX)/bin
+install:
+	script/build.sh $(LINE) fork
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BUILD)/bin/containerd $(BUILD)/bin/containerd-shim-runc-v2 $(BUILD)/bin/ctr $(DESTDIR)$(PREFIX)/bin/
+
+## release: build/release/containerd-steady-<version>-linux-amd64.tar.gz and -patches.tar.gz
+release:
+	script/release.sh $(LINE)
+
+## rebase: move LINE to another upstream release, e.g. make rebase LINE=v1.7 VERSION=v1.7.36
+rebase:
+	@test -n "$(VERSION)" || { echo "usage: make rebase LINE=v1.7 VERSION=v1.7.x" >&2; exit 1; }
+	script/rebase.sh $(LINE) $(VERSION)
+
+## demo: run incident I1 on upstream and on the fork, print both side by side
+demo: setup binaries
+	$(GO) run ./cmd/steady-demo -build $(BUILD)
+
+## test: everything CI runs
+test: setup test-unit test-tree integration
+
+## test-unit: our harness's unit tests and go vet
+test-unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
+
+## test-tree: in-tree tests of every package the series touches (patched tree, -race)
+test-tree: tree
+	script/test-tree.sh $(LINE)
+
+## integration: black-box incident tests against both builds (root)
+integration: binaries
+	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -timeout 40m ./integration/
+
+clean:
+	rm -rf build

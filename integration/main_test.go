@@ -1,0 +1,96 @@
+// Package integration holds black-box tests that run the incidents of
+// DESIGN.md against built containerd binaries: the fork and the pristine
+// upstream of one line. They need root, runc, strace and busybox-static,
+// and binaries from 'make binaries'; 'make integration' runs them.
+package integration
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/containerd-steady/containerd-steady/pkg/daemon"
+	"github.com/containerd-steady/containerd-steady/pkg/incident"
+)
+
+// line is the release line under test (STEADY_LINE, default v1.7).
+func line() string {
+	if l := os.Getenv("STEADY_LINE"); l != "" {
+		return l
+	}
+	return "v1.7"
+}
+
+func buildDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "build", line())
+}
+
+func forkBuild() incident.Build {
+	return incident.Build{Name: "fork", BinDir: filepath.Join(buildDir(), "bin")}
+}
+
+func upstreamBuild() incident.Build {
+	return incident.Build{Name: "upstream", BinDir: filepath.Join(buildDir(), "upstream", "bin")}
+}
+
+// requireSetup skips without root (these tests mount, trace and run
+// containers) and fails when the binaries have not been built.
+func requireSetup(t *testing.T, builds ...incident.Build) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("integration tests need root: run 'make integration' as root")
+	}
+	for _, b := range builds {
+		if _, err := os.Stat(filepath.Join(b.BinDir, "containerd")); err != nil {
+			t.Fatalf("%s binaries missing in %s: run 'make binaries LINE=%s' first", b.Name, b.BinDir, line())
+		}
+	}
+}
+
+// delay is the umount2/fsync delay D (STEADY_DELAY, default 20s).
+func delay(t *testing.T) time.Duration {
+	v := os.Getenv("STEADY_DELAY")
+	if v == "" {
+		return 20 * time.Second
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("STEADY_DELAY=%q: %v", v, err)
+	}
+	return d
+}
+
+// startNode starts a private containerd of build for t and cleans it up,
+// printing its log tail if t failed.
+func startNode(t *testing.T, b incident.Build, opts daemon.Options) (*incident.Node, string) {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	node, err := incident.StartNode(ctx, b, dir, opts)
+	if err != nil {
+		t.Fatalf("start %s node: %v", b.Name, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s containerd log (tail):\n%s", b.Name, node.Daemon.LogTail(80))
+		}
+		if err := node.Close(); err != nil {
+			t.Errorf("clean up %s node: %v", b.Name, err)
+		}
+		if left, _ := daemon.MountsUnder(dir); len(left) > 0 {
+			t.Errorf("mounts left under %s: %v", dir, left)
+		}
+		if shims := node.Daemon.ShimPIDs(); len(shims) > 0 {
+			t.Errorf("shims left running: %v", shims)
+		}
+	})
+	return node, dir
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

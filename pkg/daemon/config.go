@@ -1,0 +1,158 @@
+package daemon
+
+import (
+	"bytes"
+	"fmt"
+	"text/template"
+)
+
+// Paths are the private locations of one test daemon, all under Dir.
+type Paths struct {
+	Dir      string
+	Root     string
+	State    string
+	Address  string // containerd's gRPC socket (CRI is served there too)
+	TTRPC    string
+	Debug    string
+	RuncRoot string
+	CNIBin   string
+	CNIConf  string
+	Opt      string
+	Config   string
+	Log      string
+}
+
+func newPaths(dir string) Paths {
+	return Paths{
+		Dir:      dir,
+		Root:     dir + "/root",
+		State:    dir + "/state",
+		Address:  dir + "/containerd.sock",
+		TTRPC:    dir + "/containerd.sock.ttrpc",
+		Debug:    dir + "/debug.sock",
+		RuncRoot: dir + "/runc",
+		CNIBin:   dir + "/cni/bin",
+		CNIConf:  dir + "/cni/conf",
+		Opt:      dir + "/opt",
+		Config:   dir + "/config.toml",
+		Log:      dir + "/containerd.log",
+	}
+}
+
+type configData struct {
+	Paths
+	Options
+}
+
+// configV2 is containerd 1.x's configuration (version = 2).
+// restrict_oom_score_adj: this machine's root lacks CAP_SYS_RESOURCE, and
+// runc cannot lower a sandbox's oom_score_adj to kubelet's -998 without it.
+var configV2 = template.Must(template.New("v2").Parse(`version = 2
+root = "{{.Root}}"
+state = "{{.State}}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+
+[grpc]
+  address = "{{.Address}}"
+
+[ttrpc]
+  address = "{{.TTRPC}}"
+
+[debug]
+  address = "{{.Debug}}"
+  level = "debug"
+{{if .MetricsAddress}}
+[metrics]
+  address = "{{.MetricsAddress}}"
+{{end}}
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{{.Opt}}"
+
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{{.SandboxImage}}"
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{{.CNIBin}}"
+    conf_dir = "{{.CNIConf}}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+{{.RuntimeExtra}}
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "{{.Runc}}"
+        Root = "{{.RuncRoot}}"
+        SystemdCgroup = false
+{{.Extra}}
+`))
+
+// configV3 is containerd 2.x's configuration (version = 3), for the v2.3 line.
+var configV3 = template.Must(template.New("v3").Parse(`version = 3
+root = "{{.Root}}"
+state = "{{.State}}"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+
+[grpc]
+  address = "{{.Address}}"
+
+[ttrpc]
+  address = "{{.TTRPC}}"
+
+[debug]
+  address = "{{.Debug}}"
+  level = "debug"
+{{if .MetricsAddress}}
+[metrics]
+  address = "{{.MetricsAddress}}"
+{{end}}
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{{.Opt}}"
+
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{{.SandboxImage}}"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{{.CNIBin}}"]
+    conf_dir = "{{.CNIConf}}"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+{{.RuntimeExtra}}
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "{{.Runc}}"
+        Root = "{{.RuncRoot}}"
+        SystemdCgroup = false
+{{.Extra}}
+`))
+
+// renderConfig returns the TOML configuration for opts at paths.
+func renderConfig(p Paths, opts Options) ([]byte, error) {
+	var tmpl *template.Template
+	switch opts.ConfigVersion {
+	case 0, 2:
+		tmpl = configV2
+	case 3:
+		tmpl = configV3
+	default:
+		return nil, fmt.Errorf("unsupported containerd config version %d (want 2 for 1.x or 3 for 2.x)", opts.ConfigVersion)
+	}
+	var buf bytes.Buffer
+	if err := tmpl.Execute(&buf, configData{Paths: p, Options: opts}); err != nil {
+		return nil, fmt.Errorf("render config: %w", err)
+	}
+	return buf.Bytes(), nil
+}

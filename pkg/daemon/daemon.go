@@ -1,0 +1,255 @@
+// Package daemon starts and stops a containerd with a private root, state
+// dir, sockets and runc root, for tests that must not touch the host's
+// containerd or each other.
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Options configure a daemon.
+type Options struct {
+	// BinDir holds containerd, containerd-shim-runc-v2 and ctr. Its shim is
+	// the one the daemon starts (BinDir comes first in the daemon's PATH).
+	BinDir string
+	// Runc is the runc binary; "runc" from PATH when empty.
+	Runc string
+	// SandboxImage is the CRI pod sandbox ("pause") image.
+	SandboxImage string
+	// ConfigVersion is 2 (containerd 1.x, the default) or 3 (2.x).
+	ConfigVersion int
+	// MetricsAddress, when set, enables the Prometheus endpoint.
+	MetricsAddress string
+	// RuntimeExtra is TOML inserted into the runc CRI runtime table,
+	// e.g. "volatile_rootfs = true".
+	RuntimeExtra string
+	// Extra is TOML appended to the configuration.
+	Extra string
+	// ReadyTimeout bounds the wait for CRI to answer; 30 s when zero.
+	ReadyTimeout time.Duration
+}
+
+// Daemon is one running (or stopped) containerd.
+type Daemon struct {
+	Paths
+	opts    Options
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	waitErr error
+}
+
+// Start writes a configuration under dir and starts containerd with it,
+// returning once the CRI answers. dir must exist; everything the daemon
+// creates stays below it. On error nothing is left running.
+func Start(ctx context.Context, dir string, opts Options) (*Daemon, error) {
+	if opts.BinDir == "" {
+		return nil, errors.New("daemon: no BinDir")
+	}
+	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr"} {
+		if _, err := os.Stat(filepath.Join(opts.BinDir, b)); err != nil {
+			return nil, fmt.Errorf("daemon: %s missing in %s (run 'make binaries'): %w", b, opts.BinDir, err)
+		}
+	}
+	if opts.Runc == "" {
+		runc, err := exec.LookPath("runc")
+		if err != nil {
+			return nil, fmt.Errorf("daemon: runc not found (install Debian's runc): %w", err)
+		}
+		opts.Runc = runc
+	}
+	d := &Daemon{Paths: newPaths(dir), opts: opts}
+	for _, p := range []string{d.Root, d.State, d.RuncRoot, d.CNIBin, d.CNIConf, d.Opt} {
+		if err := os.MkdirAll(p, 0o711); err != nil {
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
+	}
+	cfg, err := renderConfig(d.Paths, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(d.Config, cfg, 0o600); err != nil {
+		return nil, fmt.Errorf("daemon: write config: %w", err)
+	}
+	if err := d.launch(); err != nil {
+		return nil, err
+	}
+	if err := d.WaitReady(ctx, d.readyTimeout()); err != nil {
+		_ = d.Stop(ctx)
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) readyTimeout() time.Duration {
+	if d.opts.ReadyTimeout == 0 {
+		return 30 * time.Second
+	}
+	return d.opts.ReadyTimeout
+}
+
+// Options returns the options the daemon was started with.
+func (d *Daemon) Options() Options { return d.opts }
+
+// launch starts the containerd process without waiting for it.
+func (d *Daemon) launch() error {
+	logf, err := os.OpenFile(d.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("daemon: open log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(filepath.Join(d.opts.BinDir, "containerd"), "--config", d.Config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "PATH="+d.opts.BinDir+":"+os.Getenv("PATH"))
+	// Its own process group: a signal meant for the test does not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("daemon: start containerd: %w", err)
+	}
+	d.cmd = cmd
+	d.exited = make(chan struct{})
+	go func() {
+		d.waitErr = cmd.Wait()
+		close(d.exited)
+	}()
+	return nil
+}
+
+// WaitReady polls the CRI until it answers, the daemon exits or timeout passes.
+func (d *Daemon) WaitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		if last = d.ping(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-d.exited:
+			return fmt.Errorf("daemon: containerd exited before it was ready (%v); log:\n%s", d.waitErr, d.LogTail(40))
+		case <-ctx.Done():
+			return fmt.Errorf("daemon: CRI not ready after %s: %v; log:\n%s", timeout, last, d.LogTail(40))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (d *Daemon) ping(ctx context.Context) error {
+	conn, err := d.Dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = runtimeapi.NewRuntimeServiceClient(conn).ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	return err
+}
+
+// Dial opens a gRPC connection to the daemon's socket (CRI and containerd).
+func (d *Daemon) Dial() (*grpc.ClientConn, error) {
+	return grpc.Dial("unix://"+d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+// PID returns containerd's process id, or 0 when it is not running.
+func (d *Daemon) PID() int {
+	if d.cmd == nil || d.Exited() {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
+// Exited reports whether the containerd process has exited.
+func (d *Daemon) Exited() bool {
+	if d.exited == nil {
+		return true
+	}
+	select {
+	case <-d.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop sends SIGTERM and waits up to 20 s, then SIGKILL. Shims and
+// containers keep running, as they do when a node's containerd restarts.
+func (d *Daemon) Stop(ctx context.Context) error {
+	if d.Exited() {
+		return nil
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+		return nil
+	case <-time.After(20 * time.Second):
+	case <-ctx.Done():
+	}
+	_ = d.cmd.Process.Kill()
+	select {
+	case <-d.exited:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("daemon: containerd (pid %d) did not exit after SIGKILL", d.cmd.Process.Pid)
+	}
+}
+
+// Restart stops containerd and starts it again on the same root and state.
+func (d *Daemon) Restart(ctx context.Context) error {
+	if err := d.Stop(ctx); err != nil {
+		return err
+	}
+	if err := d.launch(); err != nil {
+		return err
+	}
+	return d.WaitReady(ctx, d.readyTimeout())
+}
+
+// Launch starts a stopped daemon on the same root and state without waiting
+// for the CRI, so a caller can measure how long recovery takes (WaitReady).
+func (d *Daemon) Launch() error {
+	if !d.Exited() {
+		return errors.New("daemon: still running")
+	}
+	return d.launch()
+}
+
+// LogTail returns the last n lines of containerd's log.
+func (d *Daemon) LogTail(n int) string {
+	f, err := os.Open(d.Log)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Logs returns containerd's whole log.
+func (d *Daemon) Logs() string {
+	b, err := os.ReadFile(d.Log)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}

@@ -1,0 +1,247 @@
+// Package image builds small OCI images offline from the host's statically
+// linked busybox, so tests never contact a registry.
+package image
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Busybox is where Debian's busybox-static installs its binary.
+const Busybox = "/bin/busybox"
+
+// Image describes an image to build.
+type Image struct {
+	// Name is the full reference the image is imported as,
+	// e.g. "docker.io/steady/busybox:1".
+	Name string
+	// Entrypoint and Cmd are the image config's defaults.
+	Entrypoint []string
+	Cmd        []string
+}
+
+// Busybox image: a shell and the core applets, no default command.
+func BusyboxImage() Image {
+	return Image{Name: "docker.io/steady/busybox:1", Cmd: []string{"sh"}}
+}
+
+// PauseImage is a sandbox image whose only process sleeps until it is killed.
+func PauseImage() Image {
+	return Image{Name: "docker.io/steady/pause:1", Entrypoint: []string{"/bin/sleep", "2147483647"}}
+}
+
+// epoch is the modification time of every file, so that the same busybox
+// always gives the same layer digest.
+var epoch = time.Unix(0, 0).UTC()
+
+// Build writes an OCI image-layout tar for img into dir and returns its path.
+func Build(dir string, img Image, busybox string) (string, error) {
+	if img.Name == "" {
+		return "", fmt.Errorf("image has no name")
+	}
+	bin, err := os.ReadFile(busybox)
+	if err != nil {
+		return "", fmt.Errorf("read busybox (install Debian's busybox-static): %w", err)
+	}
+	applets, err := listApplets(busybox)
+	if err != nil {
+		return "", err
+	}
+	layer, diffID, err := rootfsLayer(bin, applets)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, safeName(img.Name)+".tar")
+	if err := writeLayout(path, img, layer, diffID); err != nil {
+		return "", fmt.Errorf("write image %s: %w", img.Name, err)
+	}
+	return path, nil
+}
+
+func listApplets(busybox string) ([]string, error) {
+	out, err := exec.Command(busybox, "--list").Output()
+	if err != nil {
+		return nil, fmt.Errorf("list busybox applets: %w", err)
+	}
+	var applets []string
+	for _, a := range strings.Fields(string(out)) {
+		if a != "busybox" && !strings.Contains(a, "/") {
+			applets = append(applets, a)
+		}
+	}
+	sort.Strings(applets)
+	return applets, nil
+}
+
+// rootfsLayer returns the gzipped layer and the digest of its uncompressed tar.
+func rootfsLayer(busybox []byte, applets []string) ([]byte, string, error) {
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	dirs := []string{"bin", "dev", "etc", "proc", "sys", "tmp", "root", "var"}
+	for _, d := range dirs {
+		mode := int64(0o755)
+		if d == "tmp" {
+			mode = 0o1777
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: mode, ModTime: epoch}); err != nil {
+			return nil, "", err
+		}
+	}
+	if err := writeFile(tw, "bin/busybox", busybox, 0o755); err != nil {
+		return nil, "", err
+	}
+	for _, a := range applets {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777, ModTime: epoch}); err != nil {
+			return nil, "", err
+		}
+	}
+	files := map[string]string{
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+		"etc/group":  "root:x:0:\nnogroup:x:65534:\n",
+	}
+	for _, name := range []string{"etc/group", "etc/passwd"} {
+		if err := writeFile(tw, name, []byte(files[name]), 0o644); err != nil {
+			return nil, "", err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, "", err
+	}
+	diffID := digest(raw.Bytes())
+
+	var gz bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := zw.Write(raw.Bytes()); err != nil {
+		return nil, "", err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, "", err
+	}
+	return gz.Bytes(), diffID, nil
+}
+
+func writeFile(tw *tar.Writer, name string, data []byte, mode int64) error {
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data)), ModTime: epoch}); err != nil {
+		return err
+	}
+	_, err := tw.Write(data)
+	return err
+}
+
+func digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+type descriptor struct {
+	MediaType   string            `json:"mediaType"`
+	Digest      string            `json:"digest"`
+	Size        int64             `json:"size"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// writeLayout writes an OCI image layout (oci-layout, index.json, blobs) as a tar.
+func writeLayout(path string, img Image, layer []byte, diffID string) error {
+	config, err := json.Marshal(map[string]any{
+		"architecture": "amd64",
+		"os":           "linux",
+		"created":      epoch.Format(time.RFC3339),
+		"config": map[string]any{
+			"Env":        []string{"PATH=/bin"},
+			"Entrypoint": img.Entrypoint,
+			"Cmd":        img.Cmd,
+			"WorkingDir": "/",
+		},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{diffID}},
+	})
+	if err != nil {
+		return err
+	}
+	manifest, err := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
+		"config":        descriptor{MediaType: "application/vnd.oci.image.config.v1+json", Digest: digest(config), Size: int64(len(config))},
+		"layers":        []descriptor{{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: digest(layer), Size: int64(len(layer))}},
+	})
+	if err != nil {
+		return err
+	}
+	index, err := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"manifests": []descriptor{{
+			MediaType: "application/vnd.oci.image.manifest.v1+json",
+			Digest:    digest(manifest),
+			Size:      int64(len(manifest)),
+			Annotations: map[string]string{
+				"io.containerd.image.name":          img.Name,
+				"org.opencontainers.image.ref.name": img.Name[strings.LastIndex(img.Name, ":")+1:],
+			},
+		}},
+	})
+	if err != nil {
+		return err
+	}
+
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	entries := []struct {
+		name string
+		data []byte
+	}{
+		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
+		{"index.json", index},
+		{blobPath(config), config},
+		{blobPath(manifest), manifest},
+		{blobPath(layer), layer},
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "blobs/sha256/", Mode: 0o755, ModTime: epoch}); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := writeFile(tw, e.name, e.data, 0o644); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func blobPath(b []byte) string {
+	return "blobs/sha256/" + strings.TrimPrefix(digest(b), "sha256:")
+}
+
+func safeName(ref string) string {
+	return strings.NewReplacer("/", "_", ":", "_", "@", "_").Replace(ref)
+}
+
+// Import loads an image-layout tar into the k8s.io namespace of the
+// containerd at address, unpacked for the overlayfs snapshotter, using ctr.
+func Import(ctx context.Context, ctr, address, path string) error {
+	cmd := exec.CommandContext(ctx, ctr, "--address", address, "--namespace", "k8s.io",
+		"images", "import", "--snapshotter", "overlayfs", path)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ctr images import %s: %w: %s", path, err, out)
+	}
+	return nil
+}

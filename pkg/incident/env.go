@@ -1,0 +1,82 @@
+// Package incident runs the incidents of DESIGN.md against a containerd
+// build and returns what a node operator would have seen, so the same
+// scenario serves the integration tests, the demo and the benchmark.
+package incident
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd-steady/containerd-steady/pkg/cri"
+	"github.com/containerd-steady/containerd-steady/pkg/daemon"
+	"github.com/containerd-steady/containerd-steady/pkg/image"
+)
+
+// Build names a set of binaries to run.
+type Build struct {
+	Name   string // "fork" or "upstream"
+	BinDir string
+}
+
+// Node is a started containerd with our images imported and a CRI client.
+type Node struct {
+	Daemon *daemon.Daemon
+	CRI    *cri.Client
+	Image  string // the busybox image reference
+}
+
+// Logf receives progress lines.
+type Logf func(format string, args ...any)
+
+// StartNode starts a daemon of build under dir with the offline images.
+func StartNode(ctx context.Context, b Build, dir string, opts daemon.Options) (*Node, error) {
+	busybox, pause := image.BusyboxImage(), image.PauseImage()
+	opts.BinDir = b.BinDir
+	opts.SandboxImage = pause.Name
+	d, err := daemon.Start(ctx, dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("start %s containerd: %w", b.Name, err)
+	}
+	n := &Node{Daemon: d, Image: busybox.Name}
+	if err := n.importImages(ctx, dir, busybox, pause); err != nil {
+		_ = d.Cleanup(ctx)
+		return nil, err
+	}
+	conn, err := d.Dial()
+	if err != nil {
+		_ = d.Cleanup(ctx)
+		return nil, err
+	}
+	n.CRI = cri.New(conn)
+	return n, nil
+}
+
+func (n *Node) importImages(ctx context.Context, dir string, imgs ...image.Image) error {
+	imgDir := filepath.Join(dir, "images")
+	if err := os.MkdirAll(imgDir, 0o755); err != nil {
+		return err
+	}
+	for _, img := range imgs {
+		path, err := image.Build(imgDir, img, image.Busybox)
+		if err != nil {
+			return err
+		}
+		if err := image.Import(ctx, filepath.Join(n.Daemon.Options().BinDir, "ctr"), n.Daemon.Address, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops the daemon and removes everything it started.
+func (n *Node) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if n.CRI != nil {
+		_ = n.CRI.Close()
+	}
+	return n.Daemon.Cleanup(ctx)
+}

@@ -1,0 +1,387 @@
+package incident
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/containerd-steady/containerd-steady/pkg/cri"
+	"github.com/containerd-steady/containerd-steady/pkg/fault"
+	"github.com/containerd-steady/containerd-steady/pkg/relist"
+)
+
+// ExitStall configures incident I1: containers exit while umount2 in their
+// shims is delayed, kubelet keeps updating their resources and relisting.
+type ExitStall struct {
+	// Delay is added to every umount2 of the shims (they unmount a rootfs
+	// twice per delete, so a delete holds its lock about 2*Delay).
+	Delay time.Duration
+	// Pods is how many pods, with one container each, exit together.
+	Pods int
+	// UpdateEvery is the period of UpdateContainerResources per container.
+	UpdateEvery time.Duration
+	// RestartAfter, when non-zero, restarts containerd this long after the
+	// kill, while the deletes are still delayed (incident I4).
+	RestartAfter time.Duration
+	// Logf, when set, receives progress lines.
+	Logf Logf
+}
+
+// ContainerResult is what was seen of one exiting container.
+type ContainerResult struct {
+	ID         string
+	States     []runtimeapi.ContainerState // distinct states in the order seen
+	ExitedAt   time.Time                   // first ContainerStatus saying EXITED
+	ExitCode   int32
+	Reason     string
+	FinishedAt time.Time
+	Updates    int
+	UpdateErrs []string
+	UpdateMax  time.Duration
+	StatusMax  time.Duration
+	NotFound   bool // ContainerStatus ever answered NotFound
+}
+
+// ExitStallResult is what a node operator would have seen.
+type ExitStallResult struct {
+	Build      string
+	Delay      time.Duration
+	KilledAt   time.Time
+	ShimDoneAt time.Time // the last delayed umount2 returned (from strace)
+	RestartAt  time.Time
+	ReadyAfter time.Duration // restart to CRI answering again
+	Relist     relist.Result
+	Containers []ContainerResult
+}
+
+// UpdateMax is the longest UpdateContainerResources of any container.
+func (r ExitStallResult) UpdateMax() time.Duration {
+	var m time.Duration
+	for _, c := range r.Containers {
+		m = max(m, c.UpdateMax)
+	}
+	return m
+}
+
+// StatusMax is the longest ContainerStatus of any container.
+func (r ExitStallResult) StatusMax() time.Duration {
+	var m time.Duration
+	for _, c := range r.Containers {
+		m = max(m, c.StatusMax)
+	}
+	return m
+}
+
+// UnknownSeen reports whether any container was ever reported UNKNOWN.
+func (r ExitStallResult) UnknownSeen() bool {
+	for _, c := range r.Containers {
+		for _, s := range c.States {
+			if s == runtimeapi.ContainerState_CONTAINER_UNKNOWN {
+				return true
+			}
+		}
+		if r.Relist.Seen(c.ID, runtimeapi.ContainerState_CONTAINER_UNKNOWN) {
+			return true
+		}
+	}
+	return false
+}
+
+// LastExited is when the last container was first reported EXITED.
+func (r ExitStallResult) LastExited() time.Time {
+	var last time.Time
+	for _, c := range r.Containers {
+		if c.ExitedAt.After(last) {
+			last = c.ExitedAt
+		}
+	}
+	return last
+}
+
+// AllExited reports whether every container was reported EXITED.
+func (r ExitStallResult) AllExited() bool {
+	for _, c := range r.Containers {
+		if c.ExitedAt.IsZero() {
+			return false
+		}
+	}
+	return len(r.Containers) > 0
+}
+
+type stalledContainer struct {
+	id      string
+	initPID int
+	shimPID int
+	mu      sync.Mutex
+	res     ContainerResult
+}
+
+// Run plays the incident on node; dir receives strace logs.
+func (s ExitStall) Run(ctx context.Context, build string, node *Node, dir string) (ExitStallResult, error) {
+	s.defaults()
+	res := ExitStallResult{Build: build, Delay: s.Delay}
+	cs, err := s.startContainers(ctx, node)
+	if err != nil {
+		return res, err
+	}
+	delays, err := s.injectDelays(ctx, cs, dir)
+	defer func() {
+		for _, d := range delays {
+			_ = d.Detach()
+		}
+	}()
+	if err != nil {
+		return res, err
+	}
+
+	probe := relist.Start(ctx, node.CRI.RuntimeServiceClient, time.Second)
+	time.Sleep(2 * time.Second) // a few healthy relists first
+	res.KilledAt = time.Now()
+	for _, c := range cs {
+		if err := syscall.Kill(c.initPID, syscall.SIGKILL); err != nil {
+			probe.Stop()
+			return res, fmt.Errorf("kill init %d of %s: %w", c.initPID, c.id, err)
+		}
+	}
+	s.logf("%s: killed %d containers; umount2 delayed by %s", build, len(cs), s.Delay)
+
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Add(2)
+		go func(c *stalledContainer) { defer wg.Done(); s.updateLoop(watchCtx, node.CRI, c) }(c)
+		go func(c *stalledContainer) { defer wg.Done(); s.statusLoop(watchCtx, node.CRI, c) }(c)
+	}
+
+	var restartErr error
+	if s.RestartAfter > 0 {
+		time.Sleep(time.Until(res.KilledAt.Add(s.RestartAfter)))
+		res.RestartAt, res.ReadyAfter, restartErr = restart(ctx, node)
+		s.logf("%s: containerd restarted, CRI ready after %s (err %v)", build, res.ReadyAfter.Round(time.Millisecond), restartErr)
+	}
+
+	// Bounded wait: every container EXITED, or 2*Delay plus a minute.
+	deadline := res.KilledAt.Add(2*s.Delay + time.Minute)
+	for restartErr == nil && time.Now().Before(deadline) && !allExited(cs) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // a few relists after the exit
+	stopWatch()
+	wg.Wait()
+	res.Relist = probe.Stop()
+
+	for _, d := range delays {
+		if end, err := d.LastEnd("umount2"); err == nil && end.After(res.ShimDoneAt) {
+			res.ShimDoneAt = end
+		}
+	}
+	for _, c := range cs {
+		c.mu.Lock()
+		res.Containers = append(res.Containers, c.res)
+		c.mu.Unlock()
+	}
+	return res, restartErr
+}
+
+func (s *ExitStall) defaults() {
+	if s.Pods == 0 {
+		s.Pods = 1
+	}
+	if s.UpdateEvery == 0 {
+		s.UpdateEvery = 2 * time.Second
+	}
+	if s.Delay == 0 {
+		s.Delay = 20 * time.Second
+	}
+}
+
+func (s ExitStall) logf(format string, args ...any) {
+	if s.Logf != nil {
+		s.Logf(format, args...)
+	}
+}
+
+func (s ExitStall) startContainers(ctx context.Context, node *Node) ([]*stalledContainer, error) {
+	var cs []*stalledContainer
+	for i := 0; i < s.Pods; i++ {
+		pod, err := node.CRI.RunPod(ctx, fmt.Sprintf("exit-%d", i))
+		if err != nil {
+			return nil, err
+		}
+		id, err := node.CRI.StartContainer(ctx, pod, "ticker", node.Image,
+			[]string{"sh", "-c", "while true; do date; sleep 1; done"})
+		if err != nil {
+			return nil, err
+		}
+		pid, err := node.CRI.InitPID(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		shim, err := cri.ShimPID(pid)
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, &stalledContainer{id: id, initPID: pid, shimPID: shim, res: ContainerResult{ID: id}})
+	}
+	return cs, nil
+}
+
+func (s ExitStall) injectDelays(ctx context.Context, cs []*stalledContainer, dir string) ([]*fault.Delay, error) {
+	var delays []*fault.Delay
+	seen := map[int]bool{}
+	for _, c := range cs {
+		if seen[c.shimPID] {
+			continue
+		}
+		seen[c.shimPID] = true
+		d, err := fault.DelaySyscalls(ctx, c.shimPID, []string{"umount2"}, s.Delay,
+			filepath.Join(dir, fmt.Sprintf("strace-shim-%d.log", c.shimPID)))
+		if err != nil {
+			return delays, err
+		}
+		delays = append(delays, d)
+	}
+	return delays, nil
+}
+
+// updateLoop calls UpdateContainerResources like kubelet's CPU manager:
+// one call at a time, every UpdateEvery, with kubelet's request timeout.
+func (s ExitStall) updateLoop(ctx context.Context, client *cri.Client, c *stalledContainer) {
+	shares := int64(300)
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, relist.RequestTimeout)
+		start := time.Now()
+		err := client.UpdateCPU(rctx, c.id, shares)
+		took := time.Since(start)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		shares++
+		c.mu.Lock()
+		c.res.Updates++
+		c.res.UpdateMax = max(c.res.UpdateMax, took)
+		if err != nil {
+			c.res.UpdateErrs = append(c.res.UpdateErrs, err.Error())
+		}
+		c.mu.Unlock()
+		sleepCtx(ctx, s.UpdateEvery)
+	}
+}
+
+// statusLoop asks ContainerStatus once a second and records what it says.
+func (s ExitStall) statusLoop(ctx context.Context, client *cri.Client, c *stalledContainer) {
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, relist.RequestTimeout)
+		start := time.Now()
+		resp, err := client.ContainerStatus(rctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.id})
+		took := time.Since(start)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		c.res.StatusMax = max(c.res.StatusMax, took)
+		if status.Code(err) == codes.NotFound {
+			c.res.NotFound = true
+		}
+		if err == nil {
+			c.record(resp.Status)
+		}
+		c.mu.Unlock()
+		sleepCtx(ctx, time.Second)
+	}
+}
+
+// record notes a status; called with c.mu held.
+func (c *stalledContainer) record(st *runtimeapi.ContainerStatus) {
+	if n := len(c.res.States); n == 0 || c.res.States[n-1] != st.State {
+		c.res.States = append(c.res.States, st.State)
+	}
+	if st.State == runtimeapi.ContainerState_CONTAINER_EXITED && c.res.ExitedAt.IsZero() {
+		c.res.ExitedAt = time.Now()
+		c.res.ExitCode = st.ExitCode
+		c.res.Reason = st.Reason
+		c.res.FinishedAt = time.Unix(0, st.FinishedAt)
+	}
+}
+
+func allExited(cs []*stalledContainer) bool {
+	for _, c := range cs {
+		c.mu.Lock()
+		done := !c.res.ExitedAt.IsZero()
+		c.mu.Unlock()
+		if !done {
+			return false
+		}
+	}
+	return true
+}
+
+// restart stops containerd and starts it again on the same root, and
+// returns when it was restarted and how long until its CRI answered.
+func restart(ctx context.Context, node *Node) (time.Time, time.Duration, error) {
+	if err := node.Daemon.Stop(ctx); err != nil {
+		return time.Time{}, 0, err
+	}
+	at := time.Now()
+	if err := node.Daemon.Launch(); err != nil {
+		return at, 0, err
+	}
+	if err := node.Daemon.WaitReady(ctx, 3*time.Minute); err != nil {
+		return at, time.Since(at), errors.Join(errors.New("containerd did not serve CRI after restart"), err)
+	}
+	return at, time.Since(at), nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// Summary is the side-by-side row material for a result.
+type Summary struct {
+	LongestRelist  time.Duration
+	RelistP99      time.Duration
+	LongestUpdate  time.Duration
+	LongestStatus  time.Duration
+	KillToExited   time.Duration // last container
+	ShimToExited   time.Duration // last EXITED after the shims finished
+	UnknownSeen    bool
+	ExitCodes      []int32
+	UpdateFailures int
+}
+
+// Summarise condenses a result.
+func (r ExitStallResult) Summarise() Summary {
+	s := Summary{
+		LongestRelist: r.Relist.Max,
+		RelistP99:     r.Relist.P99,
+		LongestUpdate: r.UpdateMax(),
+		LongestStatus: r.StatusMax(),
+		UnknownSeen:   r.UnknownSeen(),
+	}
+	if r.AllExited() {
+		s.KillToExited = r.LastExited().Sub(r.KilledAt)
+		if !r.ShimDoneAt.IsZero() {
+			s.ShimToExited = r.LastExited().Sub(r.ShimDoneAt)
+		}
+	}
+	for _, c := range r.Containers {
+		s.ExitCodes = append(s.ExitCodes, c.ExitCode)
+		s.UpdateFailures += len(c.UpdateErrs)
+	}
+	sort.Slice(s.ExitCodes, func(i, j int) bool { return s.ExitCodes[i] < s.ExitCodes[j] })
+	return s
+}

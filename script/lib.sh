@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Shared helpers for the scripts under script/: read a line's upstream pin.
+# Sourced, not run.
+
+# pin_field LINE FIELD prints one field of patches/LINE/UPSTREAM.
+pin_field() {
+	local line=$1 field=$2 file
+	file="$(repo_root)/patches/${line}/UPSTREAM"
+	[ -f "$file" ] || { echo "error: no pin for line ${line}: ${file} is missing" >&2; return 1; }
+	awk -v f="$field" '$1 == f { print $2; found=1 } END { exit !found }' "$file" || {
+		echo "error: ${file} has no '${field}' field" >&2
+		return 1
+	}
+}
+
+repo_root() {
+	cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd
+}
+
+# fork_version LINE prints e.g. v1.7.35+steady.1.
+fork_version() {
+	echo "$(pin_field "$1" version)+steady.$(pin_field "$1" steady)"
+}
+
+# repo_revision prints this repository's commit, with .m when the work tree is dirty.
+repo_revision() {
+	local root rev
+	root=$(repo_root)
+	rev=$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)
+	if ! git -C "$root" diff --no-ext-diff --quiet HEAD -- 2>/dev/null; then
+		rev="${rev}.m"
+	fi
+	echo "$rev"
+}

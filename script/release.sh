@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Pack a release of one line into build/release/:
+#   containerd-steady-<version>-linux-amd64.tar.gz   bin/ like upstream's tarball
+#   containerd-steady-<version>-patches.tar.gz       UPSTREAM, series, patches
+# each with a .sha256sum. Tarballs are reproducible: fixed owner, order and
+# mtime.
+#
+# usage: script/release.sh LINE
+set -euo pipefail
+
+line=${1:?usage: script/release.sh LINE}
+. "$(dirname "$0")/lib.sh"
+root=$(repo_root)
+version=$(fork_version "$line")
+out="$root/build/release"
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+
+"$root/script/build.sh" "$line" fork
+
+mkdir -p "$out" "$stage/bin" "$stage/patches"
+cp "$root/build/$line/bin/containerd" "$root/build/$line/bin/containerd-shim-runc-v2" \
+	"$root/build/$line/bin/ctr" "$stage/bin/"
+cp "$root/patches/$line/UPSTREAM" "$root/patches/$line/series" "$stage/patches/"
+grep -v -e '^#' -e '^[[:space:]]*$' "$root/patches/$line/series" | while read -r p; do
+	cp "$root/patches/$line/$p" "$stage/patches/"
+done
+
+reproducible_tar() { # OUTPUT DIR ENTRY
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
+		-C "$2" -cf - "$3" | gzip -n -9 > "$1"
+}
+bin_tgz="containerd-steady-${version}-linux-amd64.tar.gz"
+patch_tgz="containerd-steady-${version}-patches.tar.gz"
+reproducible_tar "$out/$bin_tgz" "$stage" bin
+reproducible_tar "$out/$patch_tgz" "$stage" patches
+(cd "$out" && sha256sum "$bin_tgz" > "$bin_tgz.sha256sum" && sha256sum "$patch_tgz" > "$patch_tgz.sha256sum")
+echo "release $line: $out/$bin_tgz"
+echo "release $line: $out/$patch_tgz"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install what the tests and the demo need from Debian's packages, if missing:
+# runc, busybox-static (offline images), strace (fault injection).
+# Go itself must already be installed.
+set -euo pipefail
+
+missing=()
+command -v runc >/dev/null || missing+=(runc)
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
+command -v strace >/dev/null || missing+=(strace)
+command -v git >/dev/null || missing+=(git)
+
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+	echo "error: missing ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2
+	exit 1
+fi
+echo "setup: installing ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
