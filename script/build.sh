@@ -14,14 +14,16 @@ root=$(repo_root)
 module=$(pin_field "$line" module)
 version=$(pin_field "$line" version)
 
-# build_tree SRC OUT VERSION REVISION PACKAGE
+# build_tree SRC OUT VERSION REVISION PACKAGE COMMIT
+# COMMIT is the tree's commit in build/<line>/src: the output is rebuilt
+# only when it, the version stamps or the Go toolchain change.
 build_tree() {
-	local src=$1 out=$2 ver=$3 rev=$4 package=$5
+	local src=$1 out=$2 ver=$3 rev=$4 package=$5 commit=$6
 	local ldflags="-X $module/version.Version=$ver -X $module/version.Revision=$rev -X $module/version.Package=$package"
 	local tags="urfave_cli_no_docs"
 	local stampfile="$out/.build-stamp"
 	local key
-	key=$(printf '%s\n' "$ldflags" "$(git -C "$root/build/$line/src" rev-parse HEAD)" "$(go version)" | sha256sum | cut -d' ' -f1)
+	key=$(printf '%s\n' "$ldflags" "$commit" "$(go version)" | sha256sum | cut -d' ' -f1)
 	if [ -f "$stampfile" ] && [ "$(cat "$stampfile")" = "$key" ] \
 		&& [ -x "$out/containerd" ] && [ -x "$out/containerd-shim-runc-v2" ] && [ -x "$out/ctr" ]; then
 		echo "build $line: $out up to date ($ver)"
@@ -45,11 +47,13 @@ build_tree() {
 case "$which" in
 fork | both)
 	build_tree "$root/build/$line/src" "$root/build/$line/bin" \
-		"$(fork_version "$line")" "$(repo_revision)" "github.com/containerd-steady/containerd-steady"
+		"$(fork_version "$line")" "$(repo_revision)" "github.com/containerd-steady/containerd-steady" \
+		"$(git -C "$root/build/$line/src" rev-parse HEAD)"
 	;;&
 upstream | both)
 	build_tree "$root/build/$line/upstream/src" "$root/build/$line/upstream/bin" \
-		"$version" "upstream-$version" "$module"
+		"$version" "upstream-$version" "$module" \
+		"$(git -C "$root/build/$line/src" rev-parse upstream)"
 	;;
 fork) ;;
 *)

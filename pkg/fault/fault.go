@@ -223,3 +223,34 @@ func (f *Delay) LastEnd(syscallName string) (time.Time, error) {
 	}
 	return last, nil
 }
+
+// Entered counts the calls of syscallName that have started, finished or not.
+func (f *Delay) Entered(syscallName string) (int, error) {
+	b, err := os.ReadFile(f.Log)
+	if err != nil {
+		return 0, fmt.Errorf("fault: %w", err)
+	}
+	return strings.Count(string(b), " "+syscallName+"("), nil
+}
+
+// WaitEntered waits until at least n calls of syscallName have started.
+func (f *Delay) WaitEntered(ctx context.Context, syscallName string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := f.Entered(syscallName)
+		if err != nil {
+			return err
+		}
+		if got >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("fault: %d of %d %s calls of pid %d after %s", got, n, syscallName, f.PID, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

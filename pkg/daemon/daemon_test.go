@@ -1,0 +1,75 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestRenderConfig(t *testing.T) {
+	p := newPaths("/tmp/d")
+	for _, tc := range []struct {
+		version int
+		want    []string
+	}{
+		{2, []string{`version = 2`, `restrict_oom_score_adj = true`, `sandbox_image = "pause:1"`, `Root = "/tmp/d/runc"`, `address = "/tmp/d/containerd.sock"`, `volatile_rootfs = true`, `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]`}},
+		{3, []string{`version = 3`, `restrict_oom_score_adj = true`, `sandbox = "pause:1"`, `Root = "/tmp/d/runc"`, `[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]`}},
+	} {
+		cfg, err := renderConfig(p, Options{ConfigVersion: tc.version, SandboxImage: "pause:1", Runc: "/usr/sbin/runc", RuntimeExtra: "      volatile_rootfs = true"})
+		require.NoError(t, err)
+		for _, w := range tc.want {
+			assert.Contains(t, string(cfg), w, "config version %d", tc.version)
+		}
+		assert.NotContains(t, string(cfg), "/var/lib/containerd", "nothing may point at the host's containerd")
+		assert.NotContains(t, string(cfg), "[metrics]")
+	}
+	_, err := renderConfig(p, Options{ConfigVersion: 1})
+	assert.ErrorContains(t, err, "unsupported containerd config version 1")
+}
+
+func TestUnescapeMountPath(t *testing.T) {
+	for in, want := range map[string]string{
+		`/a/b`:        "/a/b",
+		`/a\040b`:     "/a b",
+		`/a\011b\134`: "/a\tb\\",
+	} {
+		assert.Equal(t, want, unescapeMountPath(in))
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	_, err := Start(context.Background(), t.TempDir(), Options{})
+	assert.ErrorContains(t, err, "no BinDir")
+	_, err = Start(context.Background(), t.TempDir(), Options{BinDir: t.TempDir()})
+	assert.ErrorContains(t, err, "make binaries")
+}
+
+// TestUnmountAll mounts real tmpfs file systems, nested, and removes them.
+func TestUnmountAll(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	dir := t.TempDir()
+	outer := filepath.Join(dir, "a b")
+	inner := filepath.Join(outer, "inner")
+	require.NoError(t, os.MkdirAll(outer, 0o755))
+	require.NoError(t, syscall.Mount("tmpfs", outer, "tmpfs", 0, ""))
+	require.NoError(t, os.MkdirAll(inner, 0o755))
+	require.NoError(t, syscall.Mount("tmpfs", inner, "tmpfs", 0, ""))
+	t.Cleanup(func() { _ = UnmountAll(dir) })
+
+	points, err := MountsUnder(dir)
+	require.NoError(t, err)
+	require.Equal(t, []string{inner, outer}, points, "deepest first, with escaped spaces decoded")
+	require.NoError(t, UnmountAll(dir))
+	points, err = MountsUnder(dir)
+	require.NoError(t, err)
+	assert.Empty(t, points)
+	assert.False(t, strings.HasPrefix(dir, outer))
+}
