@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
 	"github.com/containerd-steady/containerd-steady/pkg/incident"
@@ -41,4 +42,39 @@ func TestExitStallUpstream(t *testing.T) {
 	res := runExitStall(t, b, incident.ExitStall{Delay: d})
 	assert.GreaterOrEqual(t, res.Relist.Max, d/2, "upstream should stall relists for at least D/2; the scenario did not reach the incident")
 	assert.True(t, res.AllExited(), "the container should end EXITED")
+}
+
+// TestExitStallFork runs incident I1 on the fork: relists and status reads
+// stay fast, every resource update on the exiting container succeeds at
+// once, kubelet sees RUNNING then EXITED with the real exit code, and the
+// EXITED state follows the shim's delete promptly.
+func TestExitStallFork(t *testing.T) {
+	b := forkBuild()
+	requireSetup(t, b)
+	t.Parallel()
+	d := delay(t)
+	res := runExitStall(t, b, incident.ExitStall{Delay: d})
+	assertNoStall(t, res, 200*time.Millisecond)
+}
+
+// assertNoStall checks the fork's contract for containers exiting under a
+// slow rootfs unmount.
+func assertNoStall(t *testing.T, res incident.ExitStallResult, relistBound time.Duration) {
+	t.Helper()
+	assert.LessOrEqual(t, res.Relist.Max, relistBound, "longest relist")
+	assert.LessOrEqual(t, res.StatusMax(), relistBound, "longest ContainerStatus")
+	assert.False(t, res.UnknownSeen(), "kubelet must never see UNKNOWN for an exiting container")
+	require.True(t, res.AllExited(), "every container must end EXITED")
+	require.False(t, res.ShimDoneAt.IsZero(), "the shim's delayed umount2 never finished")
+	for _, c := range res.Containers {
+		assert.Equal(t, []runtimeapi.ContainerState{runtimeapi.ContainerState_CONTAINER_RUNNING, runtimeapi.ContainerState_CONTAINER_EXITED}, c.States, "container %s", c.ID)
+		assert.EqualValues(t, 137, c.ExitCode, "container %s exit code", c.ID)
+		assert.False(t, c.NotFound, "container %s must never be NotFound while it exits", c.ID)
+		assert.Empty(t, c.UpdateErrs, "UpdateContainerResources on exiting container %s", c.ID)
+		assert.Greater(t, c.Updates, 0)
+		assert.LessOrEqual(t, c.UpdateMax, time.Second, "UpdateContainerResources on exiting container %s", c.ID)
+		assert.WithinDuration(t, res.ShimDoneAt, c.ExitedAt, 10*time.Second, "EXITED must follow the shim's delete")
+		assert.True(t, c.FinishedAt.Before(res.KilledAt.Add(time.Second)) && c.FinishedAt.After(res.KilledAt.Add(-time.Second)),
+			"finish time %s must be the original exit (killed at %s)", c.FinishedAt, res.KilledAt)
+	}
 }
