@@ -6,6 +6,7 @@ package relist
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"sync"
 	"time"
@@ -40,9 +41,10 @@ type Probe struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 
-	mu      sync.Mutex
-	samples []Sample
-	states  map[string][]StateChange
+	mu       sync.Mutex
+	samples  []Sample
+	states   map[string][]StateChange
+	inFlight time.Time // start of the relist under way, zero between relists
 }
 
 // Start begins relisting every interval (the pause after each relist, as
@@ -68,6 +70,9 @@ func (p *Probe) loop(ctx context.Context) {
 
 func (p *Probe) relist(ctx context.Context) {
 	start := time.Now()
+	p.mu.Lock()
+	p.inFlight = start
+	p.mu.Unlock()
 	rctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
 	_, err := p.client.ListPodSandbox(rctx, &runtimeapi.ListPodSandboxRequest{})
@@ -79,12 +84,14 @@ func (p *Probe) relist(ctx context.Context) {
 			containers = resp.Containers
 		}
 	}
-	if ctx.Err() != nil {
-		return // stopped while listing; not a runtime measurement
-	}
 	end := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.inFlight = time.Time{}
+	if ctx.Err() != nil {
+		// Stopped while listing: Stop already counted it as unfinished.
+		return
+	}
 	p.samples = append(p.samples, Sample{Start: start, Duration: end.Sub(start), Err: err})
 	for _, c := range containers {
 		seen := p.states[c.Id]
@@ -94,12 +101,21 @@ func (p *Probe) relist(ctx context.Context) {
 	}
 }
 
-// Stop ends the loop and returns what it measured.
+// Stop ends the loop and returns what it measured. A relist still under
+// way counts with the time it has taken so far, as ErrUnfinished.
 func (p *Probe) Stop() Result {
+	p.mu.Lock()
+	if !p.inFlight.IsZero() {
+		p.samples = append(p.samples, Sample{Start: p.inFlight, Duration: time.Since(p.inFlight), Err: ErrUnfinished})
+	}
+	p.mu.Unlock()
 	p.cancel()
 	<-p.done
 	return p.Result()
 }
+
+// ErrUnfinished marks a relist that was still waiting when the probe stopped.
+var ErrUnfinished = errors.New("relist still under way when the probe stopped")
 
 // Result summarises the relists so far.
 func (p *Probe) Result() Result {

@@ -42,3 +42,14 @@ func TestSummarise(t *testing.T) {
 	assert.Equal(t, 1, r.Errors)
 	assert.True(t, r.Unhealthy, "a relist over kubelet's 3 minute threshold makes PLEG unhealthy")
 }
+
+func TestInFlightRelistCountsAtStop(t *testing.T) {
+	p := &Probe{cancel: func() {}, done: make(chan struct{}), states: map[string][]StateChange{}}
+	close(p.done)
+	p.inFlight = time.Now().Add(-5 * time.Second)
+	r := p.Stop()
+	if assert.Len(t, r.Samples, 1) {
+		assert.ErrorIs(t, r.Samples[0].Err, ErrUnfinished)
+	}
+	assert.GreaterOrEqual(t, r.Max, 5*time.Second, "a relist stuck when the probe stops still counts")
+}
