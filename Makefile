@@ -60,7 +60,7 @@ test-tree: tree
 
 ## integration: black-box incident tests against both builds (root)
 integration: binaries
-	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -timeout 40m ./integration/
+	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -parallel 4 -timeout 40m ./integration/
 
 clean:
 	rm -rf build

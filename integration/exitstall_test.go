@@ -74,7 +74,29 @@ func assertNoStall(t *testing.T, res incident.ExitStallResult, relistBound time.
 		assert.Greater(t, c.Updates, 0)
 		assert.LessOrEqual(t, c.UpdateMax, time.Second, "UpdateContainerResources on exiting container %s", c.ID)
 		assert.WithinDuration(t, res.ShimDoneAt, c.ExitedAt, 10*time.Second, "EXITED must follow the shim's delete")
-		assert.True(t, c.FinishedAt.Before(res.KilledAt.Add(time.Second)) && c.FinishedAt.After(res.KilledAt.Add(-time.Second)),
-			"finish time %s must be the original exit (killed at %s)", c.FinishedAt, res.KilledAt)
+		// The shim reaps the init late when many traced shims share two
+		// cores, but the original exit is long before the delete finished.
+		assert.WithinRange(t, c.FinishedAt, res.KilledAt.Add(-time.Second), res.KilledAt.Add(5*time.Second),
+			"finish time of %s must be the original exit (killed at %s), not when cleanup finished (%s)", c.ID, res.KilledAt, res.ShimDoneAt)
+	}
+}
+
+// TestExitStallManyPods is incident I1 with 20 pods exiting at once, as
+// when a node drains a batch of jobs: the fork's relists stay fast and
+// every exit code is recorded.
+func TestExitStallManyPods(t *testing.T) {
+	for _, b := range []incident.Build{upstreamBuild(), forkBuild()} {
+		t.Run(b.Name, func(t *testing.T) {
+			requireSetup(t, b)
+			t.Parallel()
+			d := delay(t)
+			res := runExitStall(t, b, incident.ExitStall{Delay: d, Pods: 20})
+			require.Len(t, res.Containers, 20)
+			if b.Name == "upstream" {
+				assert.GreaterOrEqual(t, res.Relist.Max, d/2, "upstream should stall relists for at least D/2")
+				return
+			}
+			assertNoStall(t, res, 500*time.Millisecond)
+		})
 	}
 }

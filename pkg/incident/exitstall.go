@@ -46,6 +46,9 @@ type ContainerResult struct {
 	FinishedAt time.Time
 	Updates    int
 	UpdateErrs []string
+	// UpdateDown counts updates refused because containerd was down
+	// (restarting); kubelet retries those like any error.
+	UpdateDown int
 	UpdateMax  time.Duration
 	StatusMax  time.Duration
 	NotFound   bool // ContainerStatus ever answered NotFound
@@ -270,7 +273,10 @@ func (s ExitStall) updateLoop(ctx context.Context, client *cri.Client, c *stalle
 		c.mu.Lock()
 		c.res.Updates++
 		c.res.UpdateMax = max(c.res.UpdateMax, took)
-		if err != nil {
+		switch {
+		case status.Code(err) == codes.Unavailable:
+			c.res.UpdateDown++
+		case err != nil:
 			c.res.UpdateErrs = append(c.res.UpdateErrs, err.Error())
 		}
 		c.mu.Unlock()
