@@ -7,7 +7,7 @@ DESTDIR ?=
 BUILD := build/$(LINE)
 GO ?= go
 
-.PHONY: all tree patches binaries install release test test-unit test-tree integration demo rebase setup clean
+.PHONY: all tree patches binaries install release test test-unit test-tree integration demo rebase setup bench bench-quick clean
 
 all: binaries
 
@@ -47,7 +47,7 @@ demo: setup binaries
 	$(GO) run ./cmd/steady-demo -build $(BUILD)
 
 ## test: everything CI runs
-test: setup test-unit test-tree integration
+test: setup test-unit test-tree integration bench-quick
 
 ## test-unit: our harness's unit tests and go vet
 test-unit:
@@ -61,6 +61,14 @@ test-tree: tree
 ## integration: black-box incident tests against both builds (root)
 integration: binaries
 	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -parallel 4 -timeout 40m ./integration/
+
+## bench: fork against upstream, side by side, from one run (BENCH_QUICK=1: smoke run)
+bench: setup binaries
+	$(GO) run ./cmd/steady-bench -build $(BUILD) -json build/bench/$(LINE).json
+
+## bench-quick: the benchmark's smoke run that make test includes
+bench-quick: setup binaries
+	BENCH_QUICK=1 $(GO) run ./cmd/steady-bench -build $(BUILD) -json build/bench/$(LINE)-quick.json
 
 clean:
 	rm -rf build

@@ -68,6 +68,7 @@ func (s FsyncStall) Run(ctx context.Context, build string, node *Node, dir strin
 
 	runCtx, stop := context.WithTimeout(ctx, s.Duration)
 	var mu sync.Mutex
+	var inFlight time.Time // start of the update under way
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -75,9 +76,15 @@ func (s FsyncStall) Run(ctx context.Context, build string, node *Node, dir strin
 		for shares := int64(300); runCtx.Err() == nil; shares++ {
 			rctx, cancel := context.WithTimeout(runCtx, relist.RequestTimeout)
 			start := time.Now()
+			mu.Lock()
+			inFlight = start
+			mu.Unlock()
 			err := node.CRI.UpdateCPU(rctx, id, shares)
 			took := time.Since(start)
 			cancel()
+			mu.Lock()
+			inFlight = time.Time{}
+			mu.Unlock()
 			if runCtx.Err() != nil {
 				return
 			}
@@ -92,6 +99,11 @@ func (s FsyncStall) Run(ctx context.Context, build string, node *Node, dir strin
 		}
 	}()
 	<-runCtx.Done()
+	mu.Lock()
+	if !inFlight.IsZero() { // an update still waiting counts with its time so far
+		res.UpdateMax = max(res.UpdateMax, time.Since(inFlight))
+	}
+	mu.Unlock()
 	stop()
 	// Stop the probe first, so a relist stuck behind the delay counts with
 	// the time it waited; then detach, which lets a delayed fsync finish.
