@@ -24,6 +24,10 @@ trap 'rm -rf "$out"' EXIT
 git -C "$src" format-patch -q --keep-subject --no-stat --no-signature --zero-commit \
 	--full-index --no-numbered -o "$out" upstream..HEAD
 
+# The author date is not part of the change: pin it, so that re-exporting
+# an unchanged commit gives the same file.
+sed -i 's/^Date: .*/Date: Thu, 1 Jan 1970 00:00:00 +0000/' "$out"/*.patch
+
 rm -f "$pdir"/*.patch
 {
 	echo "# Patches applied in order on top of the UPSTREAM pin, one file name a line."

@@ -79,7 +79,7 @@ for p in "${patches[@]}"; do
 	if ! git -C "$tmp" am -q --keep-cr --committer-date-is-author-date "$pdir/$p" >"$bdir/am.log" 2>&1; then
 		echo "error: patch $p does not apply to $module $version:" >&2
 		sed 's/^/  /' "$bdir/am.log" >&2
-		git -C "$tmp" am --abort >/dev/null 2>&1 || true
+		rm -rf "$tmp"
 		exit 1
 	fi
 done

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Build a kubelet from the Go module proxy for the standalone-kubelet tests
+# (integration/kubelet_test.go) and cache it by version:
+#
+#   script/kubelet.sh            -> build/kubelet/<version>/kubelet (printed)
+#
+# Kubernetes 1.35 is the last line that supports containerd 1.7, hence the
+# pin. 'go install k8s.io/kubernetes/cmd/kubelet@...' does not work: the
+# module's go.mod replaces the k8s.io/* staging modules with ./staging paths.
+# So the module is copied to a stable directory under build/, the staging
+# replaces are dropped and the published staging modules required instead.
+# A second run finds the binary and builds nothing; a rebuild (after
+# removing the binary) reuses Go's build cache, since the source directory
+# is stable and the build uses -trimpath.
+set -euo pipefail
+
+KUBELET_VERSION=v1.35.8
+
+# The staging modules of k8s.io/kubernetes v1.X.Y are published as v0.X.Y.
+STAGING_VERSION="v0.${KUBELET_VERSION#v1.}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+OUT_DIR="${ROOT}/build/kubelet/${KUBELET_VERSION}"
+BIN="${OUT_DIR}/kubelet"
+SRC="${OUT_DIR}/src"
+export PATH="/usr/local/go/bin:${PATH}"
+
+if [ -x "$BIN" ]; then
+	echo "$BIN"
+	exit 0
+fi
+
+echo "kubelet.sh: building kubelet ${KUBELET_VERSION} (about 8 minutes cold)" >&2
+mkdir -p "$OUT_DIR"
+
+# 1. The module zip from the proxy, verified by go against sum.golang.org.
+MOD_DIR=$(go mod download -json "k8s.io/kubernetes@${KUBELET_VERSION}" |
+	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[ -d "$MOD_DIR" ] || { echo "kubelet.sh: go mod download gave no directory" >&2; exit 1; }
+
+# 2. A writable copy in a stable place, prepared once.
+if [ ! -f "${SRC}/.prepared" ]; then
+	rm -rf "$SRC"
+	cp -r "$MOD_DIR" "$SRC"
+	chmod -R u+w "$SRC"
+	rm -rf "${SRC}/go.work" "${SRC}/go.work.sum" "${SRC}/vendor"
+	(
+		cd "$SRC"
+		# Drop every './staging' replace; require at STAGING_VERSION the
+		# staging modules that go.mod already requires (the sample-*
+		# modules appear only in replace lines and must stay out).
+		staging=$(sed -n 's#^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/.*#\1#p' go.mod)
+		for m in $staging; do
+			go mod edit -dropreplace="$m"
+			if grep -Eq "^[[:space:]]+${m//./\\.} v" go.mod; then
+				go mod edit -require="${m}@${STAGING_VERSION}"
+			fi
+		done
+		GOFLAGS=-mod=mod go get k8s.io/kubernetes/cmd/kubelet
+	)
+	touch "${SRC}/.prepared"
+fi
+
+# 3. Build. ContainerLogsDir is hard-coded to /var/log/containers; make it
+# relative, so each test kubelet keeps its log symlinks below its working
+# directory (pkg/kubelet starts kubelet in its private directory).
+(
+	cd "$SRC"
+	CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "${BIN}.tmp" \
+		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=${KUBELET_VERSION} -X k8s.io/kubernetes/pkg/kubelet.ContainerLogsDir=container-logs" \
+		./cmd/kubelet
+)
+mv "${BIN}.tmp" "$BIN"
+"$BIN" --version >&2
+echo "$BIN"
