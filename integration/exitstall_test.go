@@ -74,9 +74,11 @@ func assertNoStall(t *testing.T, res incident.ExitStallResult, relistBound time.
 		assert.Greater(t, c.Updates, 0)
 		assert.LessOrEqual(t, c.UpdateMax, time.Second, "UpdateContainerResources on exiting container %s", c.ID)
 		assert.WithinDuration(t, res.ShimDoneAt, c.ExitedAt, 10*time.Second, "EXITED must follow the shim's delete")
-		// The shim reaps the init late when many traced shims share two
-		// cores, but the original exit is long before the delete finished.
-		assert.WithinRange(t, c.FinishedAt, res.KilledAt.Add(-time.Second), res.KilledAt.Add(5*time.Second),
+		// FinishedAt must be the original exit, not when cleanup finished:
+		// well before the shim's second delayed unmount returned. (Under
+		// many traced shims on two cores the shim reaps seconds late, so
+		// the bound is not the kill time itself.)
+		assert.WithinRange(t, c.FinishedAt, res.KilledAt.Add(-time.Second), res.ShimDoneAt.Add(-res.Delay),
 			"finish time of %s must be the original exit (killed at %s), not when cleanup finished (%s)", c.ID, res.KilledAt, res.ShimDoneAt)
 	}
 }
