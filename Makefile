@@ -52,15 +52,16 @@ test: setup test-unit test-tree integration bench-quick
 ## test-unit: our harness's unit tests and go vet
 test-unit:
 	$(GO) vet ./...
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /integration -e /snapshots)
 
 ## test-tree: in-tree tests of every package the series touches (patched tree, -race)
 test-tree: tree
 	script/test-tree.sh $(LINE)
 
-## integration: black-box incident tests against both builds (root)
+## integration: black-box tests against both builds, and upstream's snapshotter
+## conformance suite against the fork's running daemon (root)
 integration: binaries
-	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -parallel 4 -timeout 40m ./integration/
+	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -parallel 4 -timeout 40m ./integration/ ./snapshots/
 
 ## bench: fork against upstream, side by side, from one run (BENCH_QUICK=1: smoke run)
 bench: setup binaries

@@ -38,6 +38,12 @@ type Pod struct {
 // RunPod starts a host-network pod. Hostname stays empty: a host-network
 // pod has no UTS namespace of its own, and runc refuses to set one.
 func (c *Client) RunPod(ctx context.Context, name string) (*Pod, error) {
+	return c.RunPodWithHandler(ctx, name, "")
+}
+
+// RunPodWithHandler starts a host-network pod like RunPod, with the CRI
+// runtime handler (a RuntimeClass's handler); "" is the default handler.
+func (c *Client) RunPodWithHandler(ctx context.Context, name, handler string) (*Pod, error) {
 	cfg := &runtimeapi.PodSandboxConfig{
 		Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "steady", Uid: name + "-uid"},
 		Linux: &runtimeapi.LinuxPodSandboxConfig{
@@ -47,7 +53,7 @@ func (c *Client) RunPod(ctx context.Context, name string) (*Pod, error) {
 		},
 		Labels: map[string]string{"steady.test/pod": name},
 	}
-	resp, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	resp, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: handler})
 	if err != nil {
 		return nil, fmt.Errorf("run pod %s: %w", name, err)
 	}

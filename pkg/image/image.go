@@ -30,6 +30,13 @@ type Image struct {
 	// Entrypoint and Cmd are the image config's defaults.
 	Entrypoint []string
 	Cmd        []string
+	// Volumes are the image config's volumes (a Dockerfile's VOLUME), e.g. "/data".
+	Volumes []string
+	// Files, when set, are regular files (path without leading slash ->
+	// content) of a second layer on top of busybox, so that unpacking the
+	// image mounts an overlay (a first layer alone is unpacked through a
+	// bind mount). Their parent directories are created in that layer.
+	Files map[string]string
 }
 
 // Busybox image: a shell and the core applets, no default command.
@@ -63,8 +70,16 @@ func Build(dir string, img Image, busybox string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	layers, diffIDs := [][]byte{layer}, []string{diffID}
+	if len(img.Files) > 0 {
+		layer, diffID, err := filesLayer(img.Files)
+		if err != nil {
+			return "", err
+		}
+		layers, diffIDs = append(layers, layer), append(diffIDs, diffID)
+	}
 	path := filepath.Join(dir, safeName(img.Name)+".tar")
-	if err := writeLayout(path, img, layer, diffID); err != nil {
+	if err := writeLayout(path, img, layers, diffIDs); err != nil {
 		return "", fmt.Errorf("write image %s: %w", img.Name, err)
 	}
 	return path, nil
@@ -119,14 +134,55 @@ func rootfsLayer(busybox []byte, applets []string) ([]byte, string, error) {
 	if err := tw.Close(); err != nil {
 		return nil, "", err
 	}
-	diffID := digest(raw.Bytes())
+	return gzipLayer(raw.Bytes())
+}
 
+// filesLayer returns a gzipped layer holding files and their parent
+// directories, and the digest of its uncompressed tar.
+func filesLayer(files map[string]string) ([]byte, string, error) {
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, strings.TrimPrefix(name, "/"))
+	}
+	sort.Strings(names)
+	var raw bytes.Buffer
+	tw := tar.NewWriter(&raw)
+	dirs := map[string]bool{}
+	for _, name := range names {
+		var parents []string
+		for d := filepath.Dir(name); d != "." && !dirs[d]; d = filepath.Dir(d) {
+			dirs[d] = true
+			parents = append([]string{d}, parents...)
+		}
+		for _, d := range parents {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: epoch}); err != nil {
+				return nil, "", err
+			}
+		}
+		content, ok := files[name]
+		if !ok {
+			content = files["/"+name]
+		}
+		if err := writeFile(tw, name, []byte(content), 0o644); err != nil {
+			return nil, "", err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, "", err
+	}
+	return gzipLayer(raw.Bytes())
+}
+
+// gzipLayer compresses an uncompressed layer tar and returns it with the
+// tar's digest (the layer's diff id).
+func gzipLayer(raw []byte) ([]byte, string, error) {
+	diffID := digest(raw)
 	var gz bytes.Buffer
 	zw, err := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
 	if err != nil {
 		return nil, "", err
 	}
-	if _, err := zw.Write(raw.Bytes()); err != nil {
+	if _, err := zw.Write(raw); err != nil {
 		return nil, "", err
 	}
 	if err := zw.Close(); err != nil {
@@ -156,18 +212,26 @@ type descriptor struct {
 }
 
 // writeLayout writes an OCI image layout (oci-layout, index.json, blobs) as a tar.
-func writeLayout(path string, img Image, layer []byte, diffID string) error {
+func writeLayout(path string, img Image, layers [][]byte, diffIDs []string) error {
+	imgConfig := map[string]any{
+		"Env":        []string{"PATH=/bin"},
+		"Entrypoint": img.Entrypoint,
+		"Cmd":        img.Cmd,
+		"WorkingDir": "/",
+	}
+	if len(img.Volumes) > 0 {
+		volumes := map[string]struct{}{}
+		for _, v := range img.Volumes {
+			volumes[v] = struct{}{}
+		}
+		imgConfig["Volumes"] = volumes
+	}
 	config, err := json.Marshal(map[string]any{
 		"architecture": "amd64",
 		"os":           "linux",
 		"created":      epoch.Format(time.RFC3339),
-		"config": map[string]any{
-			"Env":        []string{"PATH=/bin"},
-			"Entrypoint": img.Entrypoint,
-			"Cmd":        img.Cmd,
-			"WorkingDir": "/",
-		},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{diffID}},
+		"config":       imgConfig,
+		"rootfs":       map[string]any{"type": "layers", "diff_ids": diffIDs},
 	})
 	if err != nil {
 		return err
@@ -176,7 +240,7 @@ func writeLayout(path string, img Image, layer []byte, diffID string) error {
 		"schemaVersion": 2,
 		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
 		"config":        descriptor{MediaType: "application/vnd.oci.image.config.v1+json", Digest: digest(config), Size: int64(len(config))},
-		"layers":        []descriptor{{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: digest(layer), Size: int64(len(layer))}},
+		"layers":        layerDescriptors(layers),
 	})
 	if err != nil {
 		return err
@@ -211,7 +275,12 @@ func writeLayout(path string, img Image, layer []byte, diffID string) error {
 		{"index.json", index},
 		{blobPath(config), config},
 		{blobPath(manifest), manifest},
-		{blobPath(layer), layer},
+	}
+	for _, layer := range layers {
+		entries = append(entries, struct {
+			name string
+			data []byte
+		}{blobPath(layer), layer})
 	}
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "blobs/sha256/", Mode: 0o755, ModTime: epoch}); err != nil {
 		return err
@@ -225,6 +294,14 @@ func writeLayout(path string, img Image, layer []byte, diffID string) error {
 		return err
 	}
 	return f.Close()
+}
+
+func layerDescriptors(layers [][]byte) []descriptor {
+	descs := make([]descriptor, 0, len(layers))
+	for _, layer := range layers {
+		descs = append(descs, descriptor{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: digest(layer), Size: int64(len(layer))})
+	}
+	return descs
 }
 
 func blobPath(b []byte) string {
