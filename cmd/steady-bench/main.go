@@ -163,10 +163,14 @@ func run(buildDir, out string, p plan) error {
 	if err := complete(cs, all); err != nil {
 		return err
 	}
+	vol, err := volatileCase(builds[0], p)
+	if err != nil {
+		return fmt.Errorf("exit cost with volatile: %w", err)
+	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(map[string]any{"rounds": p.rounds, "quick": p.quick, "delay": p.delay.String(), "samples": all}, "", "  ")
+	b, err := json.MarshalIndent(map[string]any{"rounds": p.rounds, "quick": p.quick, "delay": p.delay.String(), "samples": all, "volatile_exit": vol}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -255,4 +259,35 @@ func complete(cs []benchCase, all samples) error {
 		}
 	}
 	return nil
+}
+
+// volatileCase measures kill to EXITED of a container with dirty pages in
+// its rootfs, on the fork with and without volatile_rootfs, while a
+// background writer keeps the disk busy. Upstream has no volatile_rootfs,
+// so this compares the fork with itself.
+func volatileCase(fork incident.Build, p plan) (incident.VolatileExitResult, error) {
+	v := incident.VolatileExit{Rounds: p.rounds}
+	if p.quick {
+		v.Size, v.WriterChunk = 64<<20, 64<<20
+	}
+	fmt.Fprintf(os.Stderr, "exit cost with volatile: %d MiB dirty, %d round(s), fork with and without volatile_rootfs\n", v.Size>>20, max(v.Rounds, 1))
+	dir, err := os.MkdirTemp("", "steady-bench-volatile-")
+	if err != nil {
+		return incident.VolatileExitResult{}, err
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	res, err := v.Run(ctx, fork, dir)
+	if err != nil {
+		return res, err
+	}
+	if res.Plain.KillToExited <= 0 || res.Volatile.KillToExited <= 0 {
+		return res, fmt.Errorf("no kill-to-EXITED measured (plain %s, volatile %s)", res.Plain.KillToExited, res.Volatile.KillToExited)
+	}
+	fmt.Printf("\nexit cost with volatile_rootfs (fork; %d MiB dirty in the rootfs, disk kept busy; median of %d)\n\n", v.Size>>20, max(v.Rounds, 1))
+	fmt.Println("| measure | without volatile_rootfs | with volatile_rootfs | without/with |")
+	fmt.Println("|---|---|---|---|")
+	fmt.Printf("| SIGKILL to EXITED (s) | %s | %s | %.2f |\n", num(res.Plain.KillToExited.Seconds()), num(res.Volatile.KillToExited.Seconds()), res.Ratio())
+	return res, nil
 }
