@@ -1,0 +1,103 @@
+package integration
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/containerd-steady/containerd-steady/pkg/cri"
+	"github.com/containerd-steady/containerd-steady/pkg/daemon"
+	"github.com/containerd-steady/containerd-steady/pkg/fault"
+)
+
+// TestDiagBundleDuringStuckDelete takes a steady-diag bundle while a shim's
+// Delete is stuck in a delayed rootfs umount2 (incident I1), against a
+// containerd with a private root, state and socket, and checks that the
+// bundle shows where the shim is stuck.
+func TestDiagBundleDuringStuckDelete(t *testing.T) {
+	b := forkBuild()
+	requireSetup(t, b)
+	t.Parallel()
+	d := delay(t)
+	node, dir := startNode(t, b, daemon.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*d+2*time.Minute)
+	defer cancel()
+
+	pod, err := node.CRI.RunPod(ctx, "diag")
+	require.NoError(t, err)
+	id, err := node.CRI.StartContainer(ctx, pod, "ticker", node.Image, []string{"sh", "-c", "while true; do date; sleep 1; done"})
+	require.NoError(t, err)
+	initPID, err := node.CRI.InitPID(ctx, id)
+	require.NoError(t, err)
+	shimPID, err := cri.ShimPID(initPID)
+	require.NoError(t, err)
+	delayed, err := fault.DelaySyscalls(ctx, shimPID, []string{"umount2"}, d, filepath.Join(dir, "strace-shim.log"))
+	require.NoError(t, err)
+	defer delayed.Detach()
+	require.NoError(t, syscall.Kill(initPID, syscall.SIGKILL))
+	require.NoError(t, delayed.WaitEntered(ctx, "umount2", 1, 30*time.Second))
+
+	bundle := filepath.Join(dir, "diag.tar.gz")
+	_, file, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(file), "..", "contrib", "diag", "steady-diag")
+	cmd := exec.CommandContext(ctx, script,
+		"--address", node.Daemon.Address, "--config", node.Daemon.Config,
+		"--log-file", node.Daemon.Log, "--runc-root", filepath.Join(node.Daemon.RuncRoot, "k8s.io"),
+		"--output", bundle)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "steady-diag: %s", out)
+	t.Logf("steady-diag: %s", out)
+
+	files := readBundle(t, bundle)
+	for _, name := range []string{"README.txt", "config-dump.toml", "processes.txt", "runc-list.txt", "overlay-mounts.txt", "containerd.log"} {
+		assert.Contains(t, files, "steady-diag/"+name)
+	}
+	assert.Contains(t, files["steady-diag/README.txt"], itoa(shimPID), "the shim must be found through its -address")
+	assert.Contains(t, files["steady-diag/runc-list.txt"], id)
+	assert.Contains(t, files["steady-diag/processes.txt"], "containerd-shim-runc-v2")
+	assert.Contains(t, files["steady-diag/config-dump.toml"], node.Daemon.Root)
+	assert.Contains(t, files["steady-diag/overlay-mounts.txt"], node.Daemon.State, "the stuck container's rootfs is still mounted")
+
+	// The shim's goroutine dump, copied into containerd's log, shows the
+	// Delete inside the unmount.
+	log := files["steady-diag/containerd.log"]
+	require.Contains(t, log, "goroutine stack dump")
+	assert.True(t, strings.Contains(log, "unix.Unmount") || strings.Contains(log, "mount.UnmountRecursive"),
+		"no shim goroutine in the unmount in the bundle's log")
+	assert.Contains(t, log, "(*Init).Delete", "the stuck goroutine is the init process's Delete")
+}
+
+func readBundle(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	require.NoError(t, err)
+	tr := tar.NewReader(zr)
+	files := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files
+		}
+		require.NoError(t, err)
+		if h.Typeflag == tar.TypeReg {
+			b, err := io.ReadAll(tr)
+			require.NoError(t, err)
+			files[h.Name] = string(b)
+		}
+	}
+}
