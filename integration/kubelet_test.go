@@ -96,6 +96,7 @@ func kubeletDelay(t *testing.T) time.Duration {
 type kubeletRun struct {
 	Build          string
 	RelistMaxGap   time.Duration // longest time between PLEG relists (kubelet's log)
+	PLEGStale      time.Duration // longest time without a successful relist (kubelet's health measure)
 	Relist         kubelet.Histogram
 	LastSeenMaxAge time.Duration // now - kubelet_pleg_last_seen_seconds, over successful scrapes
 	ScrapesFailed  int           // /metrics scrapes that timed out during the window
@@ -158,6 +159,7 @@ func printRuns(t *testing.T, name string, d time.Duration, runs map[string]kubel
 	}
 	dur := func(v time.Duration) string { return v.Round(100 * time.Millisecond).String() }
 	row("longest gap between relists", func(r kubeletRun) string { return dur(r.RelistMaxGap) })
+	row("longest without successful relist", func(r kubeletRun) string { return dur(r.PLEGStale) })
 	row("relists > 1 s / > 10 s (metric)", func(r kubeletRun) string {
 		return fmt.Sprintf("%.0f / %.0f", r.Relist.Above(1), r.Relist.Above(10))
 	})
@@ -171,20 +173,31 @@ func printRuns(t *testing.T, name string, d time.Duration, runs map[string]kubel
 	})
 	row("updates reaching exiting ctrs", func(r kubeletRun) string { return fmt.Sprint(r.UpdatesExiting) })
 	row("exits -> all EXITED in CRI", func(r kubeletRun) string { return dur(r.Exited) })
-	row("restart -> CRI ready", func(r kubeletRun) string { return dur(r.RestartReady) })
+	row("restart -> CRI ready", func(r kubeletRun) string {
+		if r.RestartReady == 0 {
+			return "-"
+		}
+		return dur(r.RestartReady)
+	})
 	row("PLEG not healthy logged", func(r kubeletRun) string { return fmt.Sprint(r.PLEGUnhealthy) })
-	row("starts of short pods (CRI/log)", func(r kubeletRun) string {
-		return fmt.Sprintf("%d / %d", sumCounts(r.CRIStarts), sumCounts(r.LogStarts))
+	row("runs per short pod (CRI/log)", func(r kubeletRun) string {
+		return perPod(r.CRIStarts) + " / " + perPod(r.LogStarts)
 	})
 	t.Log("\n" + b.String())
 }
 
-func sumCounts(m map[string]int) int {
-	n := 0
-	for _, v := range m {
-		n += v
+// perPod lists the counts of a map in the order of its sorted keys.
+func perPod(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	return n
+	sort.Strings(keys)
+	var vals []string
+	for _, k := range keys {
+		vals = append(vals, fmt.Sprint(m[k]))
+	}
+	return strings.Join(vals, ",")
 }
 
 // runKubeletScenario plays one scenario on a fresh containerd and kubelet.
@@ -303,23 +316,31 @@ func runKubeletScenario(t *testing.T, b incident.Build, bin string, d time.Durat
 	require.NoError(t, err)
 	lines := kubelet.ParseLog(klog, time.Now())
 	run.RelistMaxGap, _ = kubelet.MaxGap(kubelet.Times(lines, kubelet.RelistMessage), t0, t1)
+	run.PLEGStale = kubelet.PLEGStaleness(lines, t0, t1)
 	var longSyncs []time.Time
 	for _, l := range kubelet.Select(lines, "SyncPod enter", map[string]string{"pod": "default/" + k.PodName("long")}) {
+		longSyncs = append(longSyncs, l.Time)
 		if !l.Time.Before(t0) && !l.Time.After(t1) {
-			longSyncs = append(longSyncs, l.Time)
+			run.LongSyncs++
 		}
 	}
-	run.LongSyncs = len(longSyncs)
 	run.LongSyncMaxGap, _ = kubelet.MaxGap(longSyncs, t0, t1)
-	run.PLEGUnhealthy = strings.Contains(klog, "PLEG is not healthy")
+	// kubelet's health check says "PLEG is not healthy: pleg was last seen
+	// active ... ago" once a relist is older than the threshold ("pleg has
+	// yet to be successful" at start-up does not count).
+	for _, l := range lines {
+		if l.Time.After(t0) && strings.Contains(l.Msg, "pleg was last seen active") {
+			run.PLEGUnhealthy = true
+		}
+	}
 	run.UpdatesExiting = updatesTo(node.Daemon.Logs()[logStart:], ids, shorts)
 	run.CRIStarts, run.Attempts = starts.result()
 	run.LogStarts = map[string]int{}
 	for _, p := range shorts {
 		run.LogStarts[p] = len(kubelet.Select(lines, "Event occurred", map[string]string{"object": "default/" + p, "reason": "Started"}))
 	}
-	t.Logf("%s: relist max gap %s, relists>1s %.0f, long pod syncs %d (max gap %s), updates to exiting containers %d, starts CRI %v log %v",
-		b.Name, run.RelistMaxGap.Round(time.Millisecond), run.Relist.Above(1), run.LongSyncs,
+	t.Logf("%s: relist max gap %s, without successful relist %s, relists>1s %.0f, long pod syncs %d (max gap %s), updates to exiting containers %d, starts CRI %v log %v",
+		b.Name, run.RelistMaxGap.Round(time.Millisecond), run.PLEGStale.Round(time.Millisecond), run.Relist.Above(1), run.LongSyncs,
 		run.LongSyncMaxGap.Round(time.Millisecond), run.UpdatesExiting, run.CRIStarts, run.LogStarts)
 
 	// Every start must be visible both ways, or the counts below are moot.
@@ -345,8 +366,10 @@ func runKubeletScenario(t *testing.T, b incident.Build, bin string, d time.Durat
 	}
 	// The fork's contract.
 	assert.Less(t, run.RelistMaxGap, forkRelistBound, "PLEG relists on the fork must stay far below kubelet's threshold")
+	assert.Less(t, run.PLEGStale, plegThreshold, "kubelet's PLEG must stay healthy on the fork")
 	assert.False(t, run.PLEGUnhealthy, "kubelet reported PLEG unhealthy on the fork")
 	if !restart {
+		assert.Less(t, run.PLEGStale, forkRelistBound, "every relist on the fork should succeed promptly")
 		assert.Zero(t, run.Relist.Above(10), "no relist on the fork may take more than 10 s")
 		assert.GreaterOrEqual(t, run.LongSyncs, 2, "the long-running pod should keep being synced (every %s)", syncFrequency)
 		assert.Less(t, run.LongSyncMaxGap, 3*syncFrequency, "the long-running pod should keep being synced")
@@ -512,15 +535,9 @@ func (s *startCounter) poll(ctx context.Context, node *incident.Node) bool {
 func (s *startCounter) result() (map[string]int, map[string]uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	counts := map[string]int{}
-	var names []string
+	counts, attempts := map[string]int{}, map[string]uint32{}
 	for p, ids := range s.seen {
 		counts[p] = len(ids)
-		names = append(names, p)
-	}
-	sort.Strings(names)
-	attempts := map[string]uint32{}
-	for _, p := range names {
 		attempts[p] = s.attempt[p]
 	}
 	return counts, attempts
