@@ -7,7 +7,7 @@ DESTDIR ?=
 BUILD := build/$(LINE)
 GO ?= go
 
-.PHONY: all tree patches binaries install release test test-unit test-tree integration demo rebase setup bench bench-quick clean
+.PHONY: all tree patches binaries install release test test-unit test-tree integration kubelet test-kubelet e2e demo rebase setup bench bench-quick clean
 
 all: binaries
 
@@ -47,7 +47,7 @@ demo: setup binaries
 	$(GO) run ./cmd/steady-demo -build $(BUILD)
 
 ## test: everything CI runs
-test: setup test-unit test-tree integration bench-quick
+test: setup test-unit test-tree integration test-kubelet bench-quick
 
 ## test-unit: our harness's unit tests and go vet
 test-unit:
@@ -59,9 +59,24 @@ test-tree: tree
 	script/test-tree.sh $(LINE)
 
 ## integration: black-box tests against both builds, and upstream's snapshotter
-## conformance suite against the fork's running daemon (root)
+## conformance suite against the fork's running daemon (root); the kubelet
+## scenarios run in test-kubelet
 integration: binaries
-	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -parallel 4 -timeout 40m ./integration/ ./snapshots/
+	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -parallel 4 -timeout 40m -skip '^TestKubelet$$' ./integration/ ./snapshots/
+
+## kubelet: build the pinned kubelet into build/kubelet/<version>/kubelet (once; cached)
+kubelet:
+	script/kubelet.sh
+
+## test-kubelet: a real standalone kubelet drives the fork and upstream (root), reduced umount2 delay
+KUBELET_DELAY ?= 30s
+test-kubelet: binaries kubelet
+	STEADY_LINE=$(LINE) STEADY_KUBELET="$$(script/kubelet.sh)" STEADY_KUBELET_DELAY=$(KUBELET_DELAY) \
+		$(GO) test -count=1 -v -timeout 40m -run '^TestKubelet$$' ./integration/
+
+## e2e: the kubelet scenarios with the full umount2 delay
+e2e:
+	$(MAKE) test-kubelet KUBELET_DELAY=90s
 
 ## bench: fork against upstream, side by side, from one run (BENCH_QUICK=1: smoke run)
 bench: setup binaries

@@ -5,6 +5,8 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,16 +24,22 @@ import (
 	"github.com/containerd-steady/containerd-steady/pkg/fault"
 )
 
-// TestDiagBundleDuringStuckDelete takes a steady-diag bundle while a shim's
-// Delete is stuck in a delayed rootfs umount2 (incident I1), against a
-// containerd with a private root, state and socket, and checks that the
-// bundle shows where the shim is stuck.
-func TestDiagBundleDuringStuckDelete(t *testing.T) {
+// TestStuckDeleteIsVisible shows an operator a shim Delete stuck in a
+// delayed rootfs umount2 (incident I1) while it is still stuck: the
+// metrics endpoint counts the Delete in flight and slow, containerd's log
+// warns naming the container and its pod, and a steady-diag bundle taken
+// at that moment (against a containerd with a private root, state and
+// socket) holds the shim's stack inside the unmount.
+func TestStuckDeleteIsVisible(t *testing.T) {
 	b := forkBuild()
 	requireSetup(t, b)
 	t.Parallel()
 	d := delay(t)
-	node, dir := startNode(t, b, daemon.Options{})
+	metrics := freeAddress(t)
+	node, dir := startNode(t, b, daemon.Options{
+		MetricsAddress: metrics,
+		Extra:          "[timeouts]\n  \"io.containerd.timeout.slowop.warning\" = \"2s\"\n",
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*d+2*time.Minute)
 	defer cancel()
 
@@ -49,6 +57,18 @@ func TestDiagBundleDuringStuckDelete(t *testing.T) {
 	require.NoError(t, syscall.Kill(initPID, syscall.SIGKILL))
 	require.NoError(t, delayed.WaitEntered(ctx, "umount2", 1, 30*time.Second))
 
+	// Past the 2 s threshold, while the first umount2 is still delayed.
+	time.Sleep(3 * time.Second)
+	_, err = delayed.LastEnd("umount2")
+	require.Error(t, err, "the delayed umount2 returned too early for this check; raise STEADY_DELAY")
+	scraped := scrape(t, metrics)
+	assert.Contains(t, scraped, `containerd_shim_rpc_in_flight{method="Delete",service="containerd.task.v2.Task"} 1`)
+	assert.Contains(t, scraped, `containerd_slow_operations_in_progress{operation="shim.Delete"} 1`)
+	warning := findLogLine(node.Daemon.Logs(), `msg="slow operation still running"`, "operation=shim.Delete", "container_id="+id)
+	require.NotEmpty(t, warning, "no slow-operation warning naming the container while its Delete is stuck")
+	assert.Contains(t, warning, "sandbox_id="+pod.ID)
+	t.Logf("warning: %s", warning)
+
 	bundle := filepath.Join(dir, "diag.tar.gz")
 	_, file, _, _ := runtime.Caller(0)
 	script := filepath.Join(filepath.Dir(file), "..", "contrib", "diag", "steady-diag")
@@ -61,7 +81,7 @@ func TestDiagBundleDuringStuckDelete(t *testing.T) {
 	t.Logf("steady-diag: %s", out)
 
 	files := readBundle(t, bundle)
-	for _, name := range []string{"README.txt", "config-dump.toml", "processes.txt", "runc-list.txt", "overlay-mounts.txt", "containerd.log"} {
+	for _, name := range []string{"README.txt", "config-dump.toml", "processes.txt", "runc-list.txt", "overlay-mounts.txt", "containerd.log", "metrics.txt"} {
 		assert.Contains(t, files, "steady-diag/"+name)
 	}
 	assert.Contains(t, files["steady-diag/README.txt"], itoa(shimPID), "the shim must be found through its -address")
@@ -71,6 +91,8 @@ func TestDiagBundleDuringStuckDelete(t *testing.T) {
 	assert.Contains(t, files["steady-diag/processes.txt"], "containerd-shim-runc-v2")
 	assert.Contains(t, files["steady-diag/config-dump.toml"], node.Daemon.Root)
 	assert.Contains(t, files["steady-diag/overlay-mounts.txt"], node.Daemon.State, "the stuck container's rootfs is still mounted")
+
+	assert.Contains(t, files["steady-diag/metrics.txt"], "containerd_shim_rpc_in_flight", "the bundle holds the metrics")
 
 	// The shim's goroutine dump, copied into containerd's log, shows the
 	// Delete inside the unmount.
@@ -102,4 +124,43 @@ func readBundle(t *testing.T, path string) map[string]string {
 			files[h.Name] = string(b)
 		}
 	}
+}
+
+// freeAddress returns a loopback address with a port nothing listens on.
+func freeAddress(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// scrape reads containerd's Prometheus endpoint.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	client := http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + addr + "/v1/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// findLogLine returns the first log line containing every part.
+func findLogLine(log string, parts ...string) string {
+	for _, line := range strings.Split(log, "\n") {
+		found := true
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				found = false
+				break
+			}
+		}
+		if found {
+			return line
+		}
+	}
+	return ""
 }
