@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/containerd-steady/containerd-steady/pkg/cri"
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
 	"github.com/containerd-steady/containerd-steady/pkg/fault"
 )
@@ -43,14 +42,9 @@ func TestStuckDeleteIsVisible(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*d+2*time.Minute)
 	defer cancel()
 
-	pod, err := node.CRI.RunPod(ctx, "diag")
+	tk, err := node.StartTicker(ctx, "diag")
 	require.NoError(t, err)
-	id, err := node.CRI.StartContainer(ctx, pod, "ticker", node.Image, []string{"sh", "-c", "while true; do date; sleep 1; done"})
-	require.NoError(t, err)
-	initPID, err := node.CRI.InitPID(ctx, id)
-	require.NoError(t, err)
-	shimPID, err := cri.ShimPID(initPID)
-	require.NoError(t, err)
+	pod, id, initPID, shimPID := tk.Pod, tk.ID, tk.InitPID, tk.ShimPID
 	delayed, err := fault.DelaySyscalls(ctx, shimPID, []string{"umount2"}, d, filepath.Join(dir, "strace-shim.log"))
 	require.NoError(t, err)
 	defer delayed.Detach()

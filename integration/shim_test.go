@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/containerd-steady/containerd-steady/pkg/cri"
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
 	"github.com/containerd-steady/containerd-steady/pkg/fault"
 	"github.com/containerd-steady/containerd-steady/pkg/incident"
@@ -78,14 +77,9 @@ func stuckDeleteCalls(t *testing.T, b incident.Build, d time.Duration) map[strin
 	node, dir := startNode(t, b, daemon.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*d+2*time.Minute)
 	defer cancel()
-	pod, err := node.CRI.RunPod(ctx, "shim-stuck")
+	tk, err := node.StartTicker(ctx, "shim-stuck")
 	require.NoError(t, err)
-	id, err := node.CRI.StartContainer(ctx, pod, "ticker", node.Image, []string{"sh", "-c", "while true; do date; sleep 1; done"})
-	require.NoError(t, err)
-	initPID, err := node.CRI.InitPID(ctx, id)
-	require.NoError(t, err)
-	shimPID, err := cri.ShimPID(initPID)
-	require.NoError(t, err)
+	id, initPID, shimPID := tk.ID, tk.InitPID, tk.ShimPID
 
 	addr, err := shim.Address(node.Daemon.State, "k8s.io", id)
 	require.NoError(t, err)

@@ -80,3 +80,33 @@ func (n *Node) Close() error {
 	}
 	return n.Daemon.Cleanup(ctx)
 }
+
+// Ticker is a running container that prints the date once a second, the
+// workload of the incidents, with the processes behind it.
+type Ticker struct {
+	Pod     *cri.Pod
+	ID      string
+	InitPID int // the container's init process
+	ShimPID int // the shim serving its pod
+}
+
+// StartTicker runs a host-network pod named name with one ticker container.
+func (n *Node) StartTicker(ctx context.Context, name string) (*Ticker, error) {
+	pod, err := n.CRI.RunPod(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	id, err := n.CRI.StartContainer(ctx, pod, "ticker", n.Image, []string{"sh", "-c", "while true; do date; sleep 1; done"})
+	if err != nil {
+		return nil, err
+	}
+	initPID, err := n.CRI.InitPID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	shimPID, err := cri.ShimPID(initPID)
+	if err != nil {
+		return nil, err
+	}
+	return &Ticker{Pod: pod, ID: id, InitPID: initPID, ShimPID: shimPID}, nil
+}

@@ -216,24 +216,11 @@ func (s ExitStall) logf(format string, args ...any) {
 func (s ExitStall) startContainers(ctx context.Context, node *Node) ([]*stalledContainer, error) {
 	var cs []*stalledContainer
 	for i := 0; i < s.Pods; i++ {
-		pod, err := node.CRI.RunPod(ctx, fmt.Sprintf("exit-%d", i))
+		tk, err := node.StartTicker(ctx, fmt.Sprintf("exit-%d", i))
 		if err != nil {
 			return nil, err
 		}
-		id, err := node.CRI.StartContainer(ctx, pod, "ticker", node.Image,
-			[]string{"sh", "-c", "while true; do date; sleep 1; done"})
-		if err != nil {
-			return nil, err
-		}
-		pid, err := node.CRI.InitPID(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		shim, err := cri.ShimPID(pid)
-		if err != nil {
-			return nil, err
-		}
-		cs = append(cs, &stalledContainer{id: id, initPID: pid, shimPID: shim, res: ContainerResult{ID: id}})
+		cs = append(cs, &stalledContainer{id: tk.ID, initPID: tk.InitPID, shimPID: tk.ShimPID, res: ContainerResult{ID: tk.ID}})
 	}
 	return cs, nil
 }

@@ -47,14 +47,11 @@ func (s FsyncStall) Run(ctx context.Context, build string, node *Node, dir strin
 		s.UpdateEvery = 2 * time.Second
 	}
 	res := FsyncStallResult{Build: build, Delay: s.Delay}
-	pod, err := node.CRI.RunPod(ctx, "fsync")
+	tk, err := node.StartTicker(ctx, "fsync")
 	if err != nil {
 		return res, err
 	}
-	id, err := node.CRI.StartContainer(ctx, pod, "ticker", node.Image, []string{"sh", "-c", "while true; do date; sleep 1; done"})
-	if err != nil {
-		return res, err
-	}
+	id := tk.ID
 	probe := relist.Start(ctx, node.CRI.RuntimeServiceClient, time.Second)
 	delayed, err := fault.DelaySyscalls(ctx, node.Daemon.PID(), []string{"fsync", "fdatasync"}, s.Delay,
 		filepath.Join(dir, "strace-containerd.log"))
