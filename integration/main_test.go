@@ -69,10 +69,17 @@ func delay(t *testing.T) time.Duration {
 // printing its log tail if t failed.
 func startNode(t *testing.T, b incident.Build, opts daemon.Options) (*incident.Node, string) {
 	t.Helper()
+	return startNodeIn(t, b, func(string) daemon.Options { return opts })
+}
+
+// startNodeIn is startNode for options that must name the daemon's private
+// directory (the runc root of a second runtime handler).
+func startNodeIn(t *testing.T, b incident.Build, opts func(dir string) daemon.Options) (*incident.Node, string) {
+	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	node, err := incident.StartNode(ctx, b, dir, opts)
+	node, err := incident.StartNode(ctx, b, dir, opts(dir))
 	if err != nil {
 		t.Fatalf("start %s node: %v", b.Name, err)
 	}

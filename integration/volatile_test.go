@@ -50,34 +50,6 @@ func volumeImage() image.Image {
 	}
 }
 
-// startNodeIn is startNode for options that must name the daemon's private
-// directory (the runc root of a second runtime handler).
-func startNodeIn(t *testing.T, b incident.Build, opts func(dir string) daemon.Options) (*incident.Node, string) {
-	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	node, err := incident.StartNode(ctx, b, dir, opts(dir))
-	if err != nil {
-		t.Fatalf("start %s node: %v", b.Name, err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%s containerd log (tail):\n%s", b.Name, node.Daemon.LogTail(80))
-		}
-		if err := node.Close(); err != nil {
-			t.Errorf("clean up %s node: %v", b.Name, err)
-		}
-		if left, _ := daemon.MountsUnder(dir); len(left) > 0 {
-			t.Errorf("mounts left under %s: %v", dir, left)
-		}
-		if shims := node.Daemon.ShimPIDs(); len(shims) > 0 {
-			t.Errorf("shims left running: %v", shims)
-		}
-	})
-	return node, dir
-}
-
 // plainHandler is a second CRI runtime handler, "plain", without
 // volatile_rootfs, sharing the daemon's private runc root.
 func plainHandler(t *testing.T, runcRoot string) string {

@@ -4,20 +4,19 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/containerd-steady/containerd-steady/pkg/proc"
 )
 
 // Options configure a daemon.
@@ -45,10 +44,8 @@ type Options struct {
 // Daemon is one running (or stopped) containerd.
 type Daemon struct {
 	Paths
-	opts    Options
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
+	opts Options
+	proc *proc.Proc
 }
 
 // Start writes a configuration under dir and starts containerd with it,
@@ -105,25 +102,13 @@ func (d *Daemon) Options() Options { return d.opts }
 
 // launch starts the containerd process without waiting for it.
 func (d *Daemon) launch() error {
-	logf, err := os.OpenFile(d.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("daemon: open log: %w", err)
-	}
-	defer logf.Close()
 	cmd := exec.Command(filepath.Join(d.opts.BinDir, "containerd"), "--config", d.Config)
-	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "PATH="+d.opts.BinDir+":"+os.Getenv("PATH"))
-	// Its own process group: a signal meant for the test does not reach it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("daemon: start containerd: %w", err)
+	p, err := proc.Start(cmd, d.Log)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
 	}
-	d.cmd = cmd
-	d.exited = make(chan struct{})
-	go func() {
-		d.waitErr = cmd.Wait()
-		close(d.exited)
-	}()
+	d.proc = p
 	return nil
 }
 
@@ -137,8 +122,8 @@ func (d *Daemon) WaitReady(ctx context.Context, timeout time.Duration) error {
 			return nil
 		}
 		select {
-		case <-d.exited:
-			return fmt.Errorf("daemon: containerd exited before it was ready (%v); log:\n%s", d.waitErr, d.LogTail(40))
+		case <-d.proc.Done():
+			return fmt.Errorf("daemon: containerd exited before it was ready (%v); log:\n%s", d.proc.Err(), d.LogTail(40))
 		case <-ctx.Done():
 			return fmt.Errorf("daemon: CRI not ready after %s: %v; log:\n%s", timeout, last, d.LogTail(40))
 		case <-time.After(50 * time.Millisecond):
@@ -164,46 +149,18 @@ func (d *Daemon) Dial() (*grpc.ClientConn, error) {
 }
 
 // PID returns containerd's process id, or 0 when it is not running.
-func (d *Daemon) PID() int {
-	if d.cmd == nil || d.Exited() {
-		return 0
-	}
-	return d.cmd.Process.Pid
-}
+func (d *Daemon) PID() int { return d.proc.PID() }
 
 // Exited reports whether the containerd process has exited.
-func (d *Daemon) Exited() bool {
-	if d.exited == nil {
-		return true
-	}
-	select {
-	case <-d.exited:
-		return true
-	default:
-		return false
-	}
-}
+func (d *Daemon) Exited() bool { return d.proc.Exited() }
 
 // Stop sends SIGTERM and waits up to 20 s, then SIGKILL. Shims and
 // containers keep running, as they do when a node's containerd restarts.
 func (d *Daemon) Stop(ctx context.Context) error {
-	if d.Exited() {
-		return nil
+	if err := d.proc.Stop(ctx, 20*time.Second); err != nil {
+		return fmt.Errorf("daemon: containerd: %w", err)
 	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-		return nil
-	case <-time.After(20 * time.Second):
-	case <-ctx.Done():
-	}
-	_ = d.cmd.Process.Kill()
-	select {
-	case <-d.exited:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("daemon: containerd (pid %d) did not exit after SIGKILL", d.cmd.Process.Pid)
-	}
+	return nil
 }
 
 // Restart stops containerd and starts it again on the same root and state.
@@ -227,23 +184,7 @@ func (d *Daemon) Launch() error {
 }
 
 // LogTail returns the last n lines of containerd's log.
-func (d *Daemon) LogTail(n int) string {
-	f, err := os.Open(d.Log)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
-}
+func (d *Daemon) LogTail(n int) string { return proc.Tail(d.Log, n) }
 
 // Logs returns containerd's whole log.
 func (d *Daemon) Logs() string {

@@ -7,7 +7,6 @@
 package kubelet
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -18,19 +17,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
+	"github.com/containerd-steady/containerd-steady/pkg/proc"
 )
 
 // Kubelet is one started (or stopped) kubelet process.
 type Kubelet struct {
 	Paths
 	opts    Options
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
+	proc    *proc.Proc
 	stopped bool
 }
 
@@ -78,46 +75,19 @@ func Start(ctx context.Context, opts Options) (*Kubelet, error) {
 func (k *Kubelet) Options() Options { return k.opts }
 
 // PID is the kubelet's process id, 0 when it is not running.
-func (k *Kubelet) PID() int {
-	if k.cmd == nil || k.Exited() {
-		return 0
-	}
-	return k.cmd.Process.Pid
-}
+func (k *Kubelet) PID() int { return k.proc.PID() }
 
 // Exited reports whether the kubelet process has exited.
-func (k *Kubelet) Exited() bool {
-	if k.exited == nil {
-		return true
-	}
-	select {
-	case <-k.exited:
-		return true
-	default:
-		return false
-	}
-}
+func (k *Kubelet) Exited() bool { return k.proc.Exited() }
 
 func (k *Kubelet) launch() error {
-	logf, err := os.OpenFile(k.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("kubelet: open log: %w", err)
-	}
-	defer logf.Close()
 	cmd := exec.Command(k.opts.Binary, args(k.Paths, k.opts)...)
 	cmd.Dir = k.Dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group: a signal meant for the test does not reach it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("kubelet: start: %w", err)
+	p, err := proc.Start(cmd, k.Log)
+	if err != nil {
+		return fmt.Errorf("kubelet: %w", err)
 	}
-	k.cmd = cmd
-	k.exited = make(chan struct{})
-	go func() {
-		k.waitErr = cmd.Wait()
-		close(k.exited)
-	}()
+	k.proc = p
 	return nil
 }
 
@@ -137,8 +107,8 @@ func (k *Kubelet) WaitHealthy(ctx context.Context, timeout time.Duration) error 
 		}
 		last = err
 		select {
-		case <-k.exited:
-			return fmt.Errorf("kubelet: exited before it was healthy (%v); log:\n%s", k.waitErr, k.LogTail(40))
+		case <-k.proc.Done():
+			return fmt.Errorf("kubelet: exited before it was healthy (%v); log:\n%s", k.proc.Err(), k.LogTail(40))
 		case <-ctx.Done():
 			return fmt.Errorf("kubelet: not healthy after %s: %v; log:\n%s", timeout, last, k.LogTail(40))
 		case <-time.After(100 * time.Millisecond):
@@ -220,21 +190,8 @@ func (k *Kubelet) Stop(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
-	if !k.Exited() {
-		_ = k.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-k.exited:
-		case <-time.After(10 * time.Second):
-		case <-ctx.Done():
-		}
-		if !k.Exited() {
-			_ = k.cmd.Process.Kill()
-			select {
-			case <-k.exited:
-			case <-time.After(10 * time.Second):
-				errs = append(errs, fmt.Errorf("kubelet: pid %d did not exit after SIGKILL", k.cmd.Process.Pid))
-			}
-		}
+	if err := k.proc.Stop(ctx, 10*time.Second); err != nil {
+		errs = append(errs, fmt.Errorf("kubelet: %w", err))
 	}
 	k.stopped = true
 	errs = append(errs, k.undo())
@@ -268,23 +225,7 @@ func (k *Kubelet) Logs() (string, error) {
 }
 
 // LogTail returns the last n lines of kubelet's log.
-func (k *Kubelet) LogTail(n int) string {
-	f, err := os.Open(k.Log)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
-}
+func (k *Kubelet) LogTail(n int) string { return proc.Tail(k.Log, n) }
 
 // pickPorts fills the zero ports with free ones on 127.0.0.1 (all
 // listeners stay open until every port is picked, so none repeats).
