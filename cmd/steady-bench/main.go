@@ -10,9 +10,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
@@ -40,7 +42,10 @@ func main() {
 	if p.quick {
 		p.rounds, p.delay = 1, 5*time.Second
 	}
-	if err := run(*buildDir, *out, p); err != nil {
+	// An interrupt cancels the run, so every node is still cleaned up.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *buildDir, *out, p); err != nil {
 		fmt.Fprintln(os.Stderr, "steady-bench:", err)
 		os.Exit(1)
 	}
@@ -126,7 +131,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // samples[case][metric][build] lists one value per round.
 type samples map[string]map[string]map[string][]float64
 
-func run(buildDir, out string, p plan) error {
+func run(ctx context.Context, buildDir, out string, p plan) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root (it starts containerd and traces its shims)")
 	}
@@ -146,7 +151,7 @@ func run(buildDir, out string, p plan) error {
 			}
 			for _, b := range order {
 				fmt.Fprintf(os.Stderr, "[%s] %s, round %d/%d, %s\n", time.Since(begin).Round(time.Second), c.name, r+1, p.rounds, b.Name)
-				m, err := runCase(c, b)
+				m, err := runCase(ctx, c, b)
 				if err != nil {
 					return fmt.Errorf("%s on %s: %w", c.name, b.Name, err)
 				}
@@ -163,7 +168,7 @@ func run(buildDir, out string, p plan) error {
 	if err := complete(cs, all); err != nil {
 		return err
 	}
-	vol, err := volatileCase(builds[0], p)
+	vol, err := volatileCase(ctx, builds[0], p)
 	if err != nil {
 		return fmt.Errorf("exit cost with volatile: %w", err)
 	}
@@ -178,13 +183,13 @@ func run(buildDir, out string, p plan) error {
 	return os.WriteFile(out, b, 0o644)
 }
 
-func runCase(c benchCase, b incident.Build) (map[string]float64, error) {
+func runCase(ctx context.Context, c benchCase, b incident.Build) (map[string]float64, error) {
 	dir, err := os.MkdirTemp("", "steady-bench-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
 	node, err := incident.StartNode(ctx, b, dir, c.opts)
 	if err != nil {
@@ -265,7 +270,7 @@ func complete(cs []benchCase, all samples) error {
 // its rootfs, on the fork with and without volatile_rootfs, while a
 // background writer keeps the disk busy. Upstream has no volatile_rootfs,
 // so this compares the fork with itself.
-func volatileCase(fork incident.Build, p plan) (incident.VolatileExitResult, error) {
+func volatileCase(ctx context.Context, fork incident.Build, p plan) (incident.VolatileExitResult, error) {
 	v := incident.VolatileExit{Rounds: p.rounds}
 	if p.quick {
 		v.Size, v.WriterChunk = 64<<20, 64<<20
@@ -276,7 +281,7 @@ func volatileCase(fork incident.Build, p plan) (incident.VolatileExitResult, err
 		return incident.VolatileExitResult{}, err
 	}
 	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 	defer cancel()
 	res, err := v.Run(ctx, fork, dir)
 	if err != nil {

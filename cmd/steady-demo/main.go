@@ -8,8 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
@@ -20,13 +22,16 @@ func main() {
 	buildDir := flag.String("build", "build/v1.7", "directory holding bin/ (fork) and upstream/bin/")
 	delay := flag.Duration("delay", 20*time.Second, "umount2 delay injected into the shims (D)")
 	flag.Parse()
-	if err := run(*buildDir, *delay); err != nil {
+	// An interrupt cancels the run, so every node is still cleaned up.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *buildDir, *delay); err != nil {
 		fmt.Fprintln(os.Stderr, "steady-demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(buildDir string, d time.Duration) error {
+func run(ctx context.Context, buildDir string, d time.Duration) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root (it starts containerd and traces its shims)")
 	}
@@ -37,7 +42,7 @@ func run(buildDir string, d time.Duration) error {
 	var sums []incident.Summary
 	for _, b := range builds {
 		fmt.Printf("== %s: container SIGKILLed, umount2 in its shim delayed by %s, UpdateContainerResources every 2s, relist every 1s\n", b.Name, d)
-		s, err := runOne(b, d)
+		s, err := runOne(ctx, b, d)
 		if err != nil {
 			return fmt.Errorf("%s: %w", b.Name, err)
 		}
@@ -47,13 +52,13 @@ func run(buildDir string, d time.Duration) error {
 	return nil
 }
 
-func runOne(b incident.Build, d time.Duration) (incident.Summary, error) {
+func runOne(ctx context.Context, b incident.Build, d time.Duration) (incident.Summary, error) {
 	dir, err := os.MkdirTemp("", "steady-demo-")
 	if err != nil {
 		return incident.Summary{}, err
 	}
 	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*d+5*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 2*d+5*time.Minute)
 	defer cancel()
 	node, err := incident.StartNode(ctx, b, dir, daemon.Options{})
 	if err != nil {

@@ -174,7 +174,7 @@ func (s ExitStall) Run(ctx context.Context, build string, node *Node, dir string
 
 	// Bounded wait: every container EXITED, or 2*Delay plus a minute.
 	deadline := res.KilledAt.Add(2*s.Delay + time.Minute)
-	for restartErr == nil && time.Now().Before(deadline) && !allExited(cs) {
+	for restartErr == nil && ctx.Err() == nil && time.Now().Before(deadline) && !allExited(cs) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second) // a few relists after the exit

@@ -39,7 +39,9 @@ type SteadyStateResult struct {
 // Run measures on node.
 func (s SteadyState) Run(ctx context.Context, node *Node) (SteadyStateResult, error) {
 	var res SteadyStateResult
-	ids, err := startIdle(ctx, node, "idle", s.Containers, 4)
+	// Ten containers a pod, as on a node with multi-container pods; the
+	// pod start rate is measured separately below.
+	ids, err := startIdleIn(ctx, node, "idle", s.Containers, 10, 4)
 	if err != nil {
 		return res, err
 	}
@@ -100,23 +102,31 @@ func (s SteadyState) burst(ctx context.Context, node *Node, ids []string) (time.
 
 // startIdle starts n pods with one sleeping container each, width at a time.
 func startIdle(ctx context.Context, node *Node, prefix string, n, width int) ([]string, error) {
+	return startIdleIn(ctx, node, prefix, n, 1, width)
+}
+
+// startIdleIn starts n sleeping containers, perPod in each pod, width pods
+// at a time.
+func startIdleIn(ctx context.Context, node *Node, prefix string, n, perPod, width int) ([]string, error) {
 	ids := make([]string, n)
 	errs := make([]error, n)
 	sem := make(chan struct{}, width)
 	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
+	for first := 0; first < n; first += perPod {
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(i int) {
+		go func(first int) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			pod, err := node.CRI.RunPod(ctx, prefix+"-"+strconv.Itoa(i))
+			pod, err := node.CRI.RunPod(ctx, prefix+"-"+strconv.Itoa(first))
 			if err != nil {
-				errs[i] = err
+				errs[first] = err
 				return
 			}
-			ids[i], errs[i] = node.CRI.StartContainer(ctx, pod, "sleep", node.Image, []string{"sleep", "2147483647"})
-		}(i)
+			for i := first; i < min(first+perPod, n); i++ {
+				ids[i], errs[i] = node.CRI.StartContainer(ctx, pod, "sleep-"+strconv.Itoa(i), node.Image, []string{"sleep", "2147483647"})
+			}
+		}(first)
 	}
 	wg.Wait()
 	for _, err := range errs {
