@@ -271,7 +271,7 @@ func complete(cs []benchCase, all samples) error {
 // background writer keeps the disk busy. Upstream has no volatile_rootfs,
 // so this compares the fork with itself.
 func volatileCase(ctx context.Context, fork incident.Build, p plan) (incident.VolatileExitResult, error) {
-	v := incident.VolatileExit{Rounds: p.rounds}
+	v := incident.VolatileExit{Rounds: p.rounds, Size: 512 << 20}
 	if p.quick {
 		v.Size, v.WriterChunk = 64<<20, 64<<20
 	}

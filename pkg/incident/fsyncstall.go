@@ -71,7 +71,9 @@ func (s FsyncStall) Run(ctx context.Context, build string, node *Node, dir strin
 	go func() {
 		defer wg.Done()
 		for shares := int64(300); runCtx.Err() == nil; shares++ {
-			rctx, cancel := context.WithTimeout(runCtx, relist.RequestTimeout)
+			// Not bound to runCtx: an update still waiting when the run
+			// ends must keep waiting, so it is counted as in flight below.
+			rctx, cancel := context.WithTimeout(ctx, relist.RequestTimeout)
 			start := time.Now()
 			mu.Lock()
 			inFlight = start
