@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests and the demo need from Debian's packages, if missing:
-# runc, busybox-static (offline images), strace (fault injection).
+# runc, busybox-static (offline images), strace (fault injection), curl and
+# procps (contrib/diag reads the metrics and the process tree with them).
 # Go itself must already be installed.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ command -v runc >/dev/null || missing+=(runc)
 [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
 command -v strace >/dev/null || missing+=(strace)
 command -v git >/dev/null || missing+=(git)
+command -v curl >/dev/null || missing+=(curl)
+command -v ps >/dev/null || missing+=(procps)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
