@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -75,53 +74,8 @@ func importImage(t *testing.T, node *incident.Node, img image.Image) {
 	require.NoError(t, image.Import(ctx, filepath.Join(node.Daemon.Options().BinDir, "ctr"), node.Daemon.Address, path))
 }
 
-// mountInfo is one line of /proc/self/mountinfo.
-type mountInfo struct {
-	Target, FSType string
-	Super          []string // super block options
-}
-
-// lookupMount returns the visible (last) mount at target.
-func lookupMount(target string) (mountInfo, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return mountInfo{}, err
-	}
-	defer f.Close()
-	var (
-		m     mountInfo
-		found bool
-	)
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(tail) < 3 || fields[4] != target {
-			continue
-		}
-		m, found = mountInfo{Target: target, FSType: tail[0], Super: strings.Split(tail[2], ",")}, true
-	}
-	if err := sc.Err(); err != nil {
-		return m, err
-	}
-	if !found {
-		return m, fmt.Errorf("no mount at %s", target)
-	}
-	return m, nil
-}
-
-func (m mountInfo) volatile() bool {
-	for _, o := range m.Super {
-		if o == "volatile" || o == "fsync=volatile" {
-			return true
-		}
-	}
-	return false
-}
-
 // upperDir returns the overlay upper directory of the mount.
-func (m mountInfo) upperDir() string {
+func upperDir(m daemon.Mount) string {
 	for _, o := range m.Super {
 		if v, ok := strings.CutPrefix(o, "upperdir="); ok {
 			return v
@@ -131,9 +85,9 @@ func (m mountInfo) upperDir() string {
 }
 
 // rootfsMount returns the rootfs mount of a task in namespace ns.
-func rootfsMount(t *testing.T, d *daemon.Daemon, ns, id string) mountInfo {
+func rootfsMount(t *testing.T, d *daemon.Daemon, ns, id string) daemon.Mount {
 	t.Helper()
-	m, err := lookupMount(filepath.Join(d.State, "io.containerd.runtime.v2.task", ns, id, "rootfs"))
+	m, err := daemon.LookupMount(filepath.Join(d.State, "io.containerd.runtime.v2.task", ns, id, "rootfs"))
 	require.NoError(t, err)
 	require.Equal(t, "overlay", m.FSType, "rootfs of %s", id)
 	return m
@@ -177,13 +131,13 @@ func TestVolatileRootfs(t *testing.T) {
 	plainPod, plainID := startCRIContainer(t, node, "plain", "plain", layeredImage().Name)
 
 	volMount := rootfsMount(t, d, "k8s.io", volID)
-	assert.True(t, volMount.volatile(), "rootfs of a volatile_rootfs container not volatile: %v", volMount.Super)
+	assert.True(t, volMount.Volatile(), "rootfs of a volatile_rootfs container not volatile: %v", volMount.Super)
 	plainMount := rootfsMount(t, d, "k8s.io", plainID)
-	assert.False(t, plainMount.volatile(), "rootfs of the plain handler's container is volatile: %v", plainMount.Super)
+	assert.False(t, plainMount.Volatile(), "rootfs of the plain handler's container is volatile: %v", plainMount.Super)
 	for _, pod := range []string{volPod, plainPod} {
-		m, err := lookupMount(filepath.Join(d.State, "io.containerd.runtime.v2.task", "k8s.io", pod, "rootfs"))
+		m, err := daemon.LookupMount(filepath.Join(d.State, "io.containerd.runtime.v2.task", "k8s.io", pod, "rootfs"))
 		require.NoError(t, err)
-		assert.False(t, m.volatile(), "sandbox %s rootfs is volatile: %v", pod, m.Super)
+		assert.False(t, m.Volatile(), "sandbox %s rootfs is volatile: %v", pod, m.Super)
 	}
 
 	// The snapshots as the daemon's snapshot API sees them: only the
@@ -223,10 +177,10 @@ func TestVolatileRootfs(t *testing.T) {
 	overlay := filepath.Join(d.Root, "io.containerd.snapshotter.v1.overlayfs", "snapshots")
 	activeDirs := map[string]bool{}
 	for _, id := range []string{volPod, volID, plainPod, plainID} {
-		m, err := lookupMount(filepath.Join(d.State, "io.containerd.runtime.v2.task", "k8s.io", id, "rootfs"))
+		m, err := daemon.LookupMount(filepath.Join(d.State, "io.containerd.runtime.v2.task", "k8s.io", id, "rootfs"))
 		require.NoError(t, err)
-		require.NotEmpty(t, m.upperDir(), "upperdir of %s: %v", id, m.Super)
-		activeDirs[filepath.Dir(m.upperDir())] = true
+		require.NotEmpty(t, upperDir(m), "upperdir of %s: %v", id, m.Super)
+		activeDirs[filepath.Dir(upperDir(m))] = true
 	}
 	entries, err := os.ReadDir(overlay)
 	require.NoError(t, err)
@@ -241,11 +195,11 @@ func TestVolatileRootfs(t *testing.T) {
 		assert.NoDirExists(t, filepath.Join(p, "work", "work", "incompat"), "image layer snapshot %s", e.Name())
 	}
 	assert.Equal(t, len(committed), layers, "snapshot directories of image layers")
-	volDir := filepath.Dir(volMount.upperDir())
+	volDir := filepath.Dir(upperDir(volMount))
 	marker, err := os.ReadFile(filepath.Join(volDir, "volatile-boot-id"))
 	require.NoError(t, err, "boot marker of the volatile container's snapshot")
 	assert.Equal(t, currentBootID(t), strings.TrimSpace(string(marker)))
-	assert.NoFileExists(t, filepath.Join(filepath.Dir(plainMount.upperDir()), "volatile-boot-id"))
+	assert.NoFileExists(t, filepath.Join(filepath.Dir(upperDir(plainMount)), "volatile-boot-id"))
 }
 
 // TestVolatileRootfsVolumeImage: a container of an image with a VOLUME
@@ -261,7 +215,7 @@ func TestVolatileRootfsVolumeImage(t *testing.T) {
 
 	_, id := startCRIContainer(t, node, "volume", "", volumeImage().Name)
 	m := rootfsMount(t, node.Daemon, "k8s.io", id)
-	assert.True(t, m.volatile(), "rootfs not volatile: %v", m.Super)
+	assert.True(t, m.Volatile(), "rootfs not volatile: %v", m.Super)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -361,20 +315,20 @@ func TestVolatileRemountCtr(t *testing.T) {
 		ctrContainer(t, node, id, "--snapshotter-label", snapshots.LabelVolatile+"=true")
 
 		m := rootfsMount(t, d, "k8s.io", id)
-		require.True(t, m.volatile(), "labelled rootfs not volatile: %v", m.Super)
+		require.True(t, m.Volatile(), "labelled rootfs not volatile: %v", m.Super)
 		_, err := waitRuns(m.Target, 1)
 		require.NoError(t, err)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		require.NoError(t, killAndDeleteTask(ctx, d, id))
-		require.DirExists(t, filepath.Join(filepath.Dir(m.upperDir()), "work", "work", "incompat", "volatile"),
+		require.DirExists(t, filepath.Join(filepath.Dir(upperDir(m)), "work", "work", "incompat", "volatile"),
 			"the kernel leaves its incompat directory behind")
 
 		_, err = ctr(ctx, d, "task", "start", "--detach", "--null-io", id)
 		require.NoError(t, err, "second start in the same boot")
 		m2 := rootfsMount(t, d, "k8s.io", id)
-		assert.True(t, m2.volatile(), "rootfs of the second start not volatile: %v", m2.Super)
-		assert.Equal(t, m.upperDir(), m2.upperDir(), "the same snapshot")
+		assert.True(t, m2.Volatile(), "rootfs of the second start not volatile: %v", m2.Super)
+		assert.Equal(t, upperDir(m), upperDir(m2), "the same snapshot")
 		n, err := waitRuns(m2.Target, 2)
 		require.NoError(t, err)
 		assert.Equal(t, 2, n, "the first run's writes survive")
@@ -393,7 +347,7 @@ func TestVolatileRemountCtr(t *testing.T) {
 		ctrContainer(t, node, id)
 
 		m := rootfsMount(t, d, "k8s.io", id)
-		require.True(t, m.volatile(), "mount_options volatile not applied: %v", m.Super)
+		require.True(t, m.Volatile(), "mount_options volatile not applied: %v", m.Super)
 		_, err := waitRuns(m.Target, 1)
 		require.NoError(t, err)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -404,7 +358,7 @@ func TestVolatileRemountCtr(t *testing.T) {
 		require.Error(t, err, "upstream mounted a volatile upper dir a second time: %s", out)
 		t.Logf("second start on upstream fails as expected: %v", err)
 		assert.Contains(t, err.Error(), "mount", "the failure is the rootfs mount")
-		_, lerr := lookupMount(m.Target)
+		_, lerr := daemon.LookupMount(m.Target)
 		assert.Error(t, lerr, "no rootfs mounted after the failed start")
 	})
 }

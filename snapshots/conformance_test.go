@@ -1,7 +1,6 @@
 package snapshots
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -161,38 +160,12 @@ func TestConformanceVolatile(t *testing.T) {
 	t.Logf("%d of the suite's active snapshots were mounted volatile", volatile)
 }
 
-// superOptions returns the super block options of the mount at target, as
-// /proc/self/mountinfo shows them.
-func superOptions(t *testing.T, target string) []string {
+// mountedVolatile reports whether the mount at target is volatile.
+func mountedVolatile(t *testing.T, target string) bool {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	m, err := daemon.LookupMount(target)
 	require.NoError(t, err)
-	defer f.Close()
-	var opts []string
-	found := false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(tail) < 3 || fields[4] != target {
-			continue
-		}
-		// The last mount on target is the one that is visible.
-		opts, found = strings.Split(tail[2], ","), true
-	}
-	require.NoError(t, sc.Err())
-	require.True(t, found, "no mount at %s", target)
-	return opts
-}
-
-func hasVolatileOption(opts []string) bool {
-	for _, o := range opts {
-		if o == "volatile" || o == "fsync=volatile" {
-			return true
-		}
-	}
-	return false
+	return m.Volatile()
 }
 
 // snapshotDir returns the overlay snapshot directory (<root>/snapshots/<id>)
@@ -286,7 +259,7 @@ func TestVolatileLabel(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, HasVolatile(mounts), "%v", mounts)
 		target := mountAt(t, work, "view", mounts)
-		assert.False(t, hasVolatileOption(superOptions(t, target)), "view mounted volatile")
+		assert.False(t, mountedVolatile(t, target), "view mounted volatile")
 		require.NoError(t, mount.UnmountAll(target, 0))
 		require.NoError(t, sn.Remove(ctx, "view"))
 	})
@@ -298,8 +271,7 @@ func TestVolatileLabel(t *testing.T) {
 		require.True(t, HasVolatile(mounts), "%v", mounts)
 		dir = snapshotDir(t, mounts)
 		target := mountAt(t, work, "active-1", mounts)
-		opts := superOptions(t, target)
-		assert.True(t, hasVolatileOption(opts), "labelled active snapshot not mounted volatile: %v", opts)
+		assert.True(t, mountedVolatile(t, target), "labelled active snapshot not mounted volatile")
 		require.NoError(t, os.WriteFile(filepath.Join(target, "data"), []byte("data\n"), 0o644))
 
 		marker, err := os.ReadFile(filepath.Join(dir, "volatile-boot-id"))
@@ -316,7 +288,7 @@ func TestVolatileLabel(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, HasVolatile(mounts), "%v", mounts)
 		target := mountAt(t, work, "active-2", mounts)
-		assert.True(t, hasVolatileOption(superOptions(t, target)))
+		assert.True(t, mountedVolatile(t, target))
 		b, err := os.ReadFile(filepath.Join(target, "data"))
 		require.NoError(t, err)
 		assert.Equal(t, "data\n", string(b))
@@ -335,7 +307,7 @@ func TestVolatileLabel(t *testing.T) {
 		require.NoError(t, err)
 		assert.False(t, HasVolatile(mounts), "%v", mounts)
 		target := mountAt(t, work, "committed-view", mounts)
-		assert.False(t, hasVolatileOption(superOptions(t, target)))
+		assert.False(t, mountedVolatile(t, target))
 		for name, want := range map[string]string{"base": "base\n", "data": "data\n"} {
 			b, err := os.ReadFile(filepath.Join(target, name))
 			require.NoError(t, err)

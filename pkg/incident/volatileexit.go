@@ -1,7 +1,6 @@
 package incident
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"syscall"
 	"time"
 
@@ -196,9 +194,11 @@ func (v VolatileExit) measure(ctx context.Context, node *Node, dir, name string)
 		return run, err
 	}
 	rootfs := filepath.Join(node.Daemon.State, "io.containerd.runtime.v2.task", "k8s.io", id, "rootfs")
-	if run.RootfsVolatile, err = mountVolatile(rootfs); err != nil {
+	m, err := daemon.LookupMount(rootfs)
+	if err != nil {
 		return run, err
 	}
+	run.RootfsVolatile = m.Volatile()
 	if err := waitFile(ctx, filepath.Join(rootfs, "filled"), v.Timeout); err != nil {
 		return run, fmt.Errorf("container write of %d MiB: %w", mib, err)
 	}
@@ -298,37 +298,4 @@ func waitFile(ctx context.Context, path string, timeout time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// mountVolatile reports whether the mount at target has the overlayfs
-// "volatile" option among its super block options.
-func mountVolatile(target string) (bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	found, volatile := false, false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(tail) < 3 || fields[4] != target {
-			continue
-		}
-		found, volatile = true, false
-		for _, o := range strings.Split(tail[2], ",") {
-			if o == "volatile" || o == "fsync=volatile" {
-				volatile = true
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return false, err
-	}
-	if !found {
-		return false, fmt.Errorf("no mount at %s", target)
-	}
-	return volatile, nil
 }
