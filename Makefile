@@ -1,17 +1,19 @@
 # containerd-steady: pinned upstream containerd plus a patch series.
 # Targets follow upstream's Makefile: binaries, install, release, test, integration.
 
-LINE ?= v1.7
+# The release line a target works on (patches/<line>/); make test runs LINES.
+LINE ?= v2.3
+LINES := v2.3 v1.7
 PREFIX ?= /usr/local
 DESTDIR ?=
 BUILD := build/$(LINE)
 GO ?= go
 
-.PHONY: all tree patches binaries install release test test-unit test-tree integration kubelet test-kubelet e2e demo rebase setup bench bench-quick clean
+.PHONY: all tree patches binaries runc install release test test-line test-unit test-tree integration kubelet test-kubelet e2e demo rebase setup bench bench-quick clean
 
 all: binaries
 
-## setup: install runc, busybox-static and strace from Debian's packages if missing
+## setup: install busybox-static, strace and runc's build dependencies from Debian's packages if missing
 setup:
 	script/setup.sh
 
@@ -23,9 +25,14 @@ tree:
 patches:
 	script/patches.sh $(LINE)
 
-## binaries: fork into build/$(LINE)/bin, upstream into build/$(LINE)/upstream/bin
-binaries:
+## binaries: fork into build/$(LINE)/bin, upstream into build/$(LINE)/upstream/bin,
+## and the line's runc into build/runc/<version>/runc
+binaries: runc
 	script/build.sh $(LINE) both
+
+## runc: the runc the line is tested with (patches/$(LINE)/UPSTREAM), from the Go module proxy
+runc:
+	script/runc.sh $(LINE)
 
 ## install: the fork's binaries into $(DESTDIR)$(PREFIX)/bin
 install:
@@ -44,10 +51,14 @@ rebase:
 
 ## demo: run incident I1 on upstream and on the fork, print both side by side
 demo: setup binaries
-	$(GO) run ./cmd/steady-demo -build $(BUILD)
+	$(GO) run ./cmd/steady-demo -line $(LINE)
 
-## test: everything CI runs
-test: setup test-unit test-tree integration test-kubelet bench-quick
+## test: everything CI runs: our unit tests once, then every line's tests
+test: setup test-unit
+	set -e; for l in $(LINES); do $(MAKE) --no-print-directory test-line LINE=$$l; done
+
+## test-line: one line's in-tree, integration, kubelet and benchmark smoke tests
+test-line: test-tree integration test-kubelet bench-quick
 
 ## test-unit: our harness's unit tests and go vet
 test-unit:
@@ -64,14 +75,16 @@ test-tree: tree
 integration: binaries
 	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -parallel 4 -timeout 40m -skip '^TestKubelet$$' ./integration/ ./snapshots/
 
-## kubelet: build the pinned kubelet into build/kubelet/<version>/kubelet (once; cached)
+## kubelet: build the line's kubelet (or KUBELET=vX.Y.Z) into build/kubelet/<version>/kubelet (once; cached)
+KUBELET ?=
 kubelet:
-	script/kubelet.sh
+	script/kubelet.sh $(LINE) $(KUBELET)
 
-## test-kubelet: a real standalone kubelet drives the fork and upstream (root), reduced umount2 delay
+## test-kubelet: a real standalone kubelet drives the fork and upstream (root), reduced umount2 delay;
+## KUBELET=v1.38.0-beta.0 runs another kubelet than the line's own
 KUBELET_DELAY ?= 30s
 test-kubelet: binaries kubelet
-	STEADY_LINE=$(LINE) STEADY_KUBELET="$$(script/kubelet.sh)" STEADY_KUBELET_DELAY=$(KUBELET_DELAY) \
+	STEADY_LINE=$(LINE) STEADY_KUBELET="$$(script/kubelet.sh $(LINE) $(KUBELET))" STEADY_KUBELET_DELAY=$(KUBELET_DELAY) \
 		$(GO) test -count=1 -v -timeout 40m -run '^TestKubelet$$' ./integration/
 
 ## e2e: the kubelet scenarios with the full umount2 delay
@@ -80,11 +93,11 @@ e2e:
 
 ## bench: fork against upstream, side by side, from one run (BENCH_QUICK=1: smoke run)
 bench: setup binaries
-	$(GO) run ./cmd/steady-bench -build $(BUILD) -json build/bench/$(LINE).json
+	$(GO) run ./cmd/steady-bench -line $(LINE) -json build/bench/$(LINE).json
 
 ## bench-quick: the benchmark's smoke run that make test includes
 bench-quick: setup binaries
-	BENCH_QUICK=1 $(GO) run ./cmd/steady-bench -build $(BUILD) -json build/bench/$(LINE)-quick.json
+	BENCH_QUICK=1 $(GO) run ./cmd/steady-bench -line $(LINE) -json build/bench/$(LINE)-quick.json
 
 clean:
 	rm -rf build

@@ -30,7 +30,7 @@ import (
 // at that moment (against a containerd with a private root, state and
 // socket) holds the shim's stack inside the unmount.
 func TestStuckDeleteIsVisible(t *testing.T) {
-	b := forkBuild()
+	b := forkBuild(t)
 	requireSetup(t, b)
 	t.Parallel()
 	d := delay(t)

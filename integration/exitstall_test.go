@@ -35,7 +35,7 @@ func runExitStall(t *testing.T, b incident.Build, s incident.ExitStall) incident
 // container exiting while its shim's rootfs unmount is slow stalls every
 // relist of the node.
 func TestExitStallUpstream(t *testing.T) {
-	b := upstreamBuild()
+	b := upstreamBuild(t)
 	requireSetup(t, b)
 	t.Parallel()
 	d := delay(t)
@@ -49,7 +49,7 @@ func TestExitStallUpstream(t *testing.T) {
 // once, kubelet sees RUNNING then EXITED with the real exit code, and the
 // EXITED state follows the shim's delete promptly.
 func TestExitStallFork(t *testing.T) {
-	b := forkBuild()
+	b := forkBuild(t)
 	requireSetup(t, b)
 	t.Parallel()
 	d := delay(t)
@@ -91,7 +91,7 @@ func assertNoStall(t *testing.T, res incident.ExitStallResult, relistBound, upda
 // upstream): forty shims traced by strace on two cores would measure the
 // machine, not containerd.
 func TestExitStallManyPods(t *testing.T) {
-	for _, b := range []incident.Build{upstreamBuild(), forkBuild()} {
+	for _, b := range []incident.Build{upstreamBuild(t), forkBuild(t)} {
 		t.Run(b.Name, func(t *testing.T) {
 			requireSetup(t, b)
 			d := delay(t)

@@ -30,7 +30,7 @@ func runFsyncStall(t *testing.T, b incident.Build, d time.Duration) incident.Fsy
 // waits for containerd's own slow fsyncs. Upstream holds the container's
 // status lock meanwhile, so relists stall; the fork's relists do not wait.
 func TestFsyncStall(t *testing.T) {
-	for _, b := range []incident.Build{upstreamBuild(), forkBuild()} {
+	for _, b := range []incident.Build{upstreamBuild(t), forkBuild(t)} {
 		t.Run(b.Name, func(t *testing.T) {
 			requireSetup(t, b)
 			t.Parallel()

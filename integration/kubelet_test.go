@@ -63,20 +63,18 @@ const (
 	syncFrequency   = 10 * time.Second
 )
 
-// kubeletBinary is $STEADY_KUBELET, or the one kubelet under build/kubelet/.
+// kubeletBinary is $STEADY_KUBELET, or the line's kubelet as
+// script/kubelet.sh builds it.
 func kubeletBinary(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("STEADY_KUBELET"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("STEADY_KUBELET: %v", err)
-		}
-		return p
+	p := os.Getenv("STEADY_KUBELET")
+	if p == "" {
+		p = theLine(t).KubeletPath("")
 	}
-	found, _ := filepath.Glob(filepath.Join(buildDir(), "..", "kubelet", "*", "kubelet"))
-	if len(found) != 1 {
-		t.Skipf("no kubelet built (found %v): run script/kubelet.sh, or 'make test-kubelet'", found)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("no kubelet at %s: run 'script/kubelet.sh %s', or 'make test-kubelet' (%v)", p, theLine(t).Name, err)
 	}
-	return found[0]
+	return p
 }
 
 // kubeletDelay is D for these scenarios (STEADY_KUBELET_DELAY, default 30s).
@@ -113,7 +111,7 @@ type kubeletRun struct {
 }
 
 func TestKubelet(t *testing.T) {
-	requireSetup(t, forkBuild(), upstreamBuild())
+	requireSetup(t, forkBuild(t), upstreamBuild(t))
 	bin := kubeletBinary(t)
 	d := kubeletDelay(t)
 	t.Logf("kubelet %s, umount2 delay D=%s", bin, d)
@@ -136,7 +134,7 @@ func bothBuilds(t *testing.T, name string, f func(*testing.T, incident.Build) ku
 	var mu sync.Mutex
 	runs := map[string]kubeletRun{}
 	t.Run(name, func(t *testing.T) {
-		for _, b := range []incident.Build{forkBuild(), upstreamBuild()} {
+		for _, b := range []incident.Build{forkBuild(t), upstreamBuild(t)} {
 			t.Run(b.Name, func(t *testing.T) {
 				t.Parallel()
 				r := f(t, b)

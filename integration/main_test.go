@@ -8,34 +8,39 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
 	"github.com/containerd-steady/containerd-steady/pkg/incident"
+	"github.com/containerd-steady/containerd-steady/pkg/line"
 )
 
-// line is the release line under test (STEADY_LINE, default v1.7).
-func line() string {
-	if l := os.Getenv("STEADY_LINE"); l != "" {
-		return l
+// testLine is the release line under test (STEADY_LINE, default
+// line.Default), loaded once from patches/<line>/UPSTREAM.
+var testLine = sync.OnceValues(line.FromEnv)
+
+// theLine returns the line under test, failing t when its description
+// does not load.
+func theLine(t *testing.T) line.Line {
+	t.Helper()
+	l, err := testLine()
+	if err != nil {
+		t.Fatalf("line under test: %v", err)
 	}
-	return "v1.7"
+	return l
 }
 
-func buildDir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "build", line())
+func forkBuild(t *testing.T) incident.Build {
+	_, fork := incident.Builds(theLine(t))
+	return fork
 }
 
-func forkBuild() incident.Build {
-	return incident.Build{Name: "fork", BinDir: filepath.Join(buildDir(), "bin")}
-}
-
-func upstreamBuild() incident.Build {
-	return incident.Build{Name: "upstream", BinDir: filepath.Join(buildDir(), "upstream", "bin")}
+func upstreamBuild(t *testing.T) incident.Build {
+	upstream, _ := incident.Builds(theLine(t))
+	return upstream
 }
 
 // requireSetup skips without root (these tests mount, trace and run
@@ -47,7 +52,10 @@ func requireSetup(t *testing.T, builds ...incident.Build) {
 	}
 	for _, b := range builds {
 		if _, err := os.Stat(filepath.Join(b.BinDir, "containerd")); err != nil {
-			t.Fatalf("%s binaries missing in %s: run 'make binaries LINE=%s' first", b.Name, b.BinDir, line())
+			t.Fatalf("%s binaries missing in %s: run 'make binaries LINE=%s' first", b.Name, b.BinDir, b.Line.Name)
+		}
+		if _, err := os.Stat(b.Line.RuncPath()); err != nil {
+			t.Fatalf("runc %s missing at %s: run 'script/runc.sh %s' (make binaries does) first", b.Line.Runc, b.Line.RuncPath(), b.Line.Name)
 		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 // instead of the real one. The fork serves CRI within 5 s, never reports
 // UNKNOWN, and records the real exit code and finish time.
 func TestRestartDuringStuckExit(t *testing.T) {
-	for _, b := range []incident.Build{upstreamBuild(), forkBuild()} {
+	for _, b := range []incident.Build{upstreamBuild(t), forkBuild(t)} {
 		t.Run(b.Name, func(t *testing.T) {
 			requireSetup(t, b)
 			t.Parallel()

@@ -34,7 +34,7 @@ type shimCall struct {
 // containerd and the CRI treat as "already exited"), State with STOPPED
 // and the real exit status.
 func TestShimAnswersWhileDeleteIsStuck(t *testing.T) {
-	for _, b := range []incident.Build{upstreamBuild(), forkBuild()} {
+	for _, b := range []incident.Build{upstreamBuild(t), forkBuild(t)} {
 		t.Run(b.Name, func(t *testing.T) {
 			requireSetup(t, b)
 			t.Parallel()

@@ -53,15 +53,14 @@ func volumeImage() image.Image {
 // volatile_rootfs, sharing the daemon's private runc root.
 func plainHandler(t *testing.T, runcRoot string) string {
 	t.Helper()
-	runc, err := exec.LookPath("runc")
-	require.NoError(t, err, "runc")
-	return fmt.Sprintf(`    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.plain]
+	l := theLine(t)
+	return fmt.Sprintf(`    [%[1]s]
       runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.plain.options]
-        BinaryName = %q
-        Root = %q
+      [%[1]s.options]
+        BinaryName = %[2]q
+        Root = %[3]q
         SystemdCgroup = false
-`, runc, runcRoot)
+`, l.RuntimeTable("plain"), l.RuncPath(), runcRoot)
 }
 
 // importImage builds img and imports it into the node's k8s.io namespace.
@@ -117,7 +116,7 @@ func currentBootID(t *testing.T) string {
 // container's rootfs is mounted volatile, while the container of a handler
 // without it, the pod sandboxes and every image snapshot are not.
 func TestVolatileRootfs(t *testing.T) {
-	b := forkBuild()
+	b := forkBuild(t)
 	requireSetup(t, b)
 	t.Parallel()
 	node, dir := startNodeIn(t, b, func(dir string) daemon.Options {
@@ -207,7 +206,7 @@ func TestVolatileRootfs(t *testing.T) {
 // path is copied into the volume (the CRI mounts the new rootfs snapshot a
 // first time for the copy, before the shim mounts it).
 func TestVolatileRootfsVolumeImage(t *testing.T) {
-	b := forkBuild()
+	b := forkBuild(t)
 	requireSetup(t, b)
 	t.Parallel()
 	node, _ := startNode(t, b, daemon.Options{RuntimeExtra: volatileRootfs})
@@ -306,7 +305,7 @@ func waitRuns(target string, n int) (int, error) {
 // the kernel left work/incompat/volatile behind.
 func TestVolatileRemountCtr(t *testing.T) {
 	t.Run("fork label", func(t *testing.T) {
-		b := forkBuild()
+		b := forkBuild(t)
 		requireSetup(t, b)
 		t.Parallel()
 		node, _ := startNode(t, b, daemon.Options{})
@@ -335,7 +334,7 @@ func TestVolatileRemountCtr(t *testing.T) {
 	})
 
 	t.Run("upstream mount_options", func(t *testing.T) {
-		b := upstreamBuild()
+		b := upstreamBuild(t)
 		requireSetup(t, b)
 		t.Parallel()
 		node, _ := startNode(t, b, daemon.Options{Extra: `

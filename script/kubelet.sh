@@ -2,10 +2,11 @@
 # Build a kubelet from the Go module proxy for the standalone-kubelet tests
 # (integration/kubelet_test.go) and cache it by version:
 #
-#   script/kubelet.sh            -> build/kubelet/<version>/kubelet (printed)
+#   script/kubelet.sh LINE [VERSION]  -> build/kubelet/<version>/kubelet (printed)
 #
-# Kubernetes 1.35 is the last line that supports containerd 1.7, hence the
-# pin. 'go install k8s.io/kubernetes/cmd/kubelet@...' does not work: the
+# VERSION defaults to the line's 'kubelet' field in patches/LINE/UPSTREAM
+# (the kubelet of the line's generation); another one, e.g. v1.38.0-beta.0,
+# can be named to try a line with it. 'go install k8s.io/kubernetes/cmd/kubelet@...' does not work: the
 # module's go.mod replaces the k8s.io/* staging modules with ./staging paths.
 # So the module is copied to a stable directory under build/, the staging
 # replaces are dropped and the published staging modules required instead.
@@ -14,11 +15,13 @@
 # is stable and the build uses -trimpath.
 set -euo pipefail
 
-KUBELET_VERSION=v1.35.8
+line=${1:?usage: script/kubelet.sh LINE [VERSION]}
+. "$(dirname "$0")/lib.sh"
+KUBELET_VERSION=${2:-$(pin_field "$line" kubelet)}
 
 # The staging modules of k8s.io/kubernetes v1.X.Y are published as v0.X.Y.
 STAGING_VERSION="v0.${KUBELET_VERSION#v1.}"
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT=$(repo_root)
 OUT_DIR="${ROOT}/build/kubelet/${KUBELET_VERSION}"
 BIN="${OUT_DIR}/kubelet"
 SRC="${OUT_DIR}/src"

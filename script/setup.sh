@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install what the tests and the demo need from Debian's packages, if missing:
-# runc, busybox-static (offline images), strace (fault injection), curl and
-# procps (contrib/diag reads the metrics and the process tree with them).
-# Go itself must already be installed.
+# busybox-static (offline images), strace (fault injection), curl and procps
+# (contrib/diag reads the metrics and the process tree with them), and gcc,
+# pkg-config and libseccomp-dev to build each line's pinned runc
+# (script/runc.sh). Go itself must already be installed.
 set -euo pipefail
 
 missing=()
-command -v runc >/dev/null || missing+=(runc)
+command -v gcc >/dev/null || missing+=(gcc)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+pkg-config --exists libseccomp 2>/dev/null || missing+=(libseccomp-dev)
 [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
 command -v strace >/dev/null || missing+=(strace)
 command -v git >/dev/null || missing+=(git)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
 	"github.com/containerd-steady/containerd-steady/pkg/incident"
+	"github.com/containerd-steady/containerd-steady/pkg/line"
 )
 
 // benchCase is one thing measured on a fresh node per build and round.
@@ -35,8 +36,8 @@ type plan struct {
 }
 
 func main() {
-	buildDir := flag.String("build", "build/v1.7", "directory holding bin/ (fork) and upstream/bin/")
-	out := flag.String("json", "build/bench/v1.7.json", "where to write every sample as JSON")
+	lineName := flag.String("line", line.Default, "release line to run (patches/<line>/UPSTREAM), built by 'make binaries LINE=<line>'")
+	out := flag.String("json", "", "where to write every sample as JSON (default build/bench/<line>.json)")
 	flag.Parse()
 	p := plan{quick: os.Getenv("BENCH_QUICK") == "1", rounds: 3, delay: 20 * time.Second}
 	if p.quick {
@@ -45,7 +46,14 @@ func main() {
 	// An interrupt cancels the run, so every node is still cleaned up.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *buildDir, *out, p); err != nil {
+	l, err := line.Load(line.RepoRoot(), *lineName)
+	if err == nil {
+		if *out == "" {
+			*out = filepath.Join(l.Root, "build", "bench", l.Name+".json")
+		}
+		err = run(ctx, l, *out, p)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "steady-bench:", err)
 		os.Exit(1)
 	}
@@ -131,14 +139,13 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // samples[case][metric][build] lists one value per round.
 type samples map[string]map[string]map[string][]float64
 
-func run(ctx context.Context, buildDir, out string, p plan) error {
+func run(ctx context.Context, l line.Line, out string, p plan) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root (it starts containerd and traces its shims)")
 	}
-	builds := []incident.Build{
-		{Name: "fork", BinDir: filepath.Join(buildDir, "bin")},
-		{Name: "upstream", BinDir: filepath.Join(buildDir, "upstream", "bin")},
-	}
+	upstream, fork := incident.Builds(l)
+	builds := []incident.Build{fork, upstream}
+	fmt.Fprintf(os.Stderr, "line %s (%s): fork %s against upstream %s, runc %s\n", l.Name, l.Status, l.ForkVersion(), l.Version, l.Runc)
 	all := samples{}
 	cs := cases(p)
 	begin := time.Now()
@@ -164,7 +171,7 @@ func run(ctx context.Context, buildDir, out string, p plan) error {
 			}
 		}
 	}
-	printTable(cs, all, p)
+	printTable(l, cs, all, p)
 	if err := complete(cs, all); err != nil {
 		return err
 	}
@@ -199,8 +206,8 @@ func runCase(ctx context.Context, c benchCase, b incident.Build) (map[string]flo
 	return c.run(ctx, b.Name, node, dir)
 }
 
-func printTable(cs []benchCase, all samples, p plan) {
-	fmt.Printf("fork vs upstream, %d round(s) each, alternating; median [min-max]\n\n", p.rounds)
+func printTable(l line.Line, cs []benchCase, all samples, p plan) {
+	fmt.Printf("line %s: fork %s vs upstream %s (runc %s), %d round(s) each, alternating; median [min-max]\n\n", l.Name, l.ForkVersion(), l.Version, l.Runc, p.rounds)
 	fmt.Println("| case | measure | fork | upstream | fork/upstream |")
 	fmt.Println("|---|---|---|---|---|")
 	for _, c := range cs {

@@ -9,36 +9,39 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
 	"github.com/containerd-steady/containerd-steady/pkg/incident"
+	"github.com/containerd-steady/containerd-steady/pkg/line"
 )
 
 func main() {
-	buildDir := flag.String("build", "build/v1.7", "directory holding bin/ (fork) and upstream/bin/")
+	lineName := flag.String("line", line.Default, "release line to run (patches/<line>/UPSTREAM), built by 'make binaries LINE=<line>'")
 	delay := flag.Duration("delay", 20*time.Second, "umount2 delay injected into the shims (D)")
 	flag.Parse()
 	// An interrupt cancels the run, so every node is still cleaned up.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *buildDir, *delay); err != nil {
+	l, err := line.Load(line.RepoRoot(), *lineName)
+	if err == nil {
+		err = run(ctx, l, *delay)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "steady-demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, buildDir string, d time.Duration) error {
+func run(ctx context.Context, l line.Line, d time.Duration) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root (it starts containerd and traces its shims)")
 	}
-	builds := []incident.Build{
-		{Name: "upstream", BinDir: filepath.Join(buildDir, "upstream", "bin")},
-		{Name: "fork", BinDir: filepath.Join(buildDir, "bin")},
-	}
+	upstream, fork := incident.Builds(l)
+	builds := []incident.Build{upstream, fork}
+	fmt.Printf("line %s (%s): upstream %s against the fork %s, runc %s\n", l.Name, l.Status, l.Version, l.ForkVersion(), l.Runc)
 	var sums []incident.Summary
 	for _, b := range builds {
 		fmt.Printf("== %s: container SIGKILLed, umount2 in its shim delayed by %s, UpdateContainerResources every 2s, relist every 1s\n", b.Name, d)

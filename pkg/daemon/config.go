@@ -81,10 +81,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    [{{.RuntimeTable}}.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
 {{.RuntimeExtra}}
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      [{{.RuntimeTable}}.runtimes.runc.options]
         BinaryName = "{{.Runc}}"
         Root = "{{.RuncRoot}}"
         SystemdCgroup = false
@@ -129,10 +129,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     conf_dir = "{{.CNIConf}}"
   [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+    [{{.RuntimeTable}}.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
 {{.RuntimeExtra}}
-      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+      [{{.RuntimeTable}}.runtimes.runc.options]
         BinaryName = "{{.Runc}}"
         Root = "{{.RuncRoot}}"
         SystemdCgroup = false
@@ -142,8 +142,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 // renderConfig returns the TOML configuration for opts at paths.
 func renderConfig(p Paths, opts Options) ([]byte, error) {
 	var tmpl *template.Template
+	if opts.RuntimeTable == "" {
+		return nil, fmt.Errorf("no CRI runtime table for config version %d (the line's cri-runtime-table)", opts.ConfigVersion)
+	}
 	switch opts.ConfigVersion {
-	case 0, 2:
+	case 2:
 		tmpl = configV2
 	case 3:
 		tmpl = configV3

@@ -24,12 +24,15 @@ type Options struct {
 	// BinDir holds containerd, containerd-shim-runc-v2 and ctr. Its shim is
 	// the one the daemon starts (BinDir comes first in the daemon's PATH).
 	BinDir string
-	// Runc is the runc binary; "runc" from PATH when empty.
+	// Runc is the runc binary (the line's, pkg/line); "runc" from PATH when empty.
 	Runc string
 	// SandboxImage is the CRI pod sandbox ("pause") image.
 	SandboxImage string
-	// ConfigVersion is 2 (containerd 1.x, the default) or 3 (2.x).
+	// ConfigVersion is 2 (containerd 1.x) or 3 (2.x), and RuntimeTable the
+	// TOML table of the CRI runtime handlers: the line's config and
+	// cri-runtime-table (pkg/line).
 	ConfigVersion int
+	RuntimeTable  string
 	// MetricsAddress, when set, enables the Prometheus endpoint.
 	MetricsAddress string
 	// RuntimeExtra is TOML inserted into the runc CRI runtime table,

@@ -10,27 +10,35 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/containerd-steady/containerd-steady/pkg/line"
 )
 
+// Each line's configuration names the line's CRI runtime table and the
+// daemon's private paths.
 func TestRenderConfig(t *testing.T) {
 	p := newPaths("/tmp/d")
 	for _, tc := range []struct {
-		version int
-		want    []string
+		line string
+		want []string
 	}{
-		{2, []string{`version = 2`, `restrict_oom_score_adj = true`, `sandbox_image = "pause:1"`, `Root = "/tmp/d/runc"`, `address = "/tmp/d/containerd.sock"`, `volatile_rootfs = true`, `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]`}},
-		{3, []string{`version = 3`, `restrict_oom_score_adj = true`, `sandbox = "pause:1"`, `Root = "/tmp/d/runc"`, `[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]`}},
+		{"v1.7", []string{`version = 2`, `restrict_oom_score_adj = true`, `sandbox_image = "pause:1"`, `Root = "/tmp/d/runc"`, `address = "/tmp/d/containerd.sock"`, `volatile_rootfs = true`, `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]`}},
+		{"v2.3", []string{`version = 3`, `restrict_oom_score_adj = true`, `sandbox = "pause:1"`, `Root = "/tmp/d/runc"`, `volatile_rootfs = true`, `[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]`, `[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]`}},
 	} {
-		cfg, err := renderConfig(p, Options{ConfigVersion: tc.version, SandboxImage: "pause:1", Runc: "/usr/sbin/runc", RuntimeExtra: "      volatile_rootfs = true"})
+		l, err := line.Load(line.RepoRoot(), tc.line)
+		require.NoError(t, err)
+		cfg, err := renderConfig(p, Options{ConfigVersion: l.ConfigVersion, RuntimeTable: l.CRIRuntimeTable, SandboxImage: "pause:1", Runc: "/usr/sbin/runc", RuntimeExtra: "      volatile_rootfs = true"})
 		require.NoError(t, err)
 		for _, w := range tc.want {
-			assert.Contains(t, string(cfg), w, "config version %d", tc.version)
+			assert.Contains(t, string(cfg), w, "line %s", tc.line)
 		}
 		assert.NotContains(t, string(cfg), "/var/lib/containerd", "nothing may point at the host's containerd")
 		assert.NotContains(t, string(cfg), "[metrics]")
 	}
-	_, err := renderConfig(p, Options{ConfigVersion: 1})
+	_, err := renderConfig(p, Options{ConfigVersion: 1, RuntimeTable: "t"})
 	assert.ErrorContains(t, err, "unsupported containerd config version 1")
+	_, err = renderConfig(p, Options{ConfigVersion: 3})
+	assert.ErrorContains(t, err, "no CRI runtime table")
 }
 
 func TestUnescapeMountPath(t *testing.T) {

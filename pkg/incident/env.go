@@ -13,12 +13,31 @@ import (
 	"github.com/containerd-steady/containerd-steady/pkg/cri"
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
 	"github.com/containerd-steady/containerd-steady/pkg/image"
+	"github.com/containerd-steady/containerd-steady/pkg/line"
 )
 
-// Build names a set of binaries to run.
+// Build names a set of binaries to run, and the line they belong to.
 type Build struct {
 	Name   string // "fork" or "upstream"
 	BinDir string
+	Line   line.Line
+}
+
+// Builds returns the upstream and the fork build of l, in that order.
+func Builds(l line.Line) (upstream, fork Build) {
+	return Build{Name: "upstream", BinDir: l.UpstreamBin(), Line: l}, Build{Name: "fork", BinDir: l.ForkBin(), Line: l}
+}
+
+// DaemonOptions fills in what opts needs from b's line: the configuration
+// version, the CRI runtime table and the line's runc.
+func (b Build) DaemonOptions(opts daemon.Options) daemon.Options {
+	opts.BinDir = b.BinDir
+	opts.ConfigVersion = b.Line.ConfigVersion
+	opts.RuntimeTable = b.Line.CRIRuntimeTable
+	if opts.Runc == "" {
+		opts.Runc = b.Line.RuncPath()
+	}
+	return opts
 }
 
 // Node is a started containerd with our images imported and a CRI client.
@@ -34,7 +53,7 @@ type Logf func(format string, args ...any)
 // StartNode starts a daemon of build under dir with the offline images.
 func StartNode(ctx context.Context, b Build, dir string, opts daemon.Options) (*Node, error) {
 	busybox, pause := image.BusyboxImage(), image.PauseImage()
-	opts.BinDir = b.BinDir
+	opts = b.DaemonOptions(opts)
 	opts.SandboxImage = pause.Name
 	d, err := daemon.Start(ctx, dir, opts)
 	if err != nil {
