@@ -68,7 +68,7 @@ func TestStuckDeleteIsVisible(t *testing.T) {
 	script := filepath.Join(filepath.Dir(file), "..", "contrib", "diag", "steady-diag")
 	cmd := exec.CommandContext(ctx, script,
 		"--address", node.Daemon.Address, "--config", node.Daemon.Config,
-		"--log-file", node.Daemon.Log, "--runc-root", filepath.Join(node.Daemon.RuncRoot, "k8s.io"),
+		"--log-file", node.Daemon.Log, "--runc", node.Daemon.Options().Runc, "--runc-root", filepath.Join(node.Daemon.RuncRoot, "k8s.io"),
 		"--output", bundle)
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "steady-diag: %s", out)

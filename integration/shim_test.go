@@ -81,9 +81,9 @@ func stuckDeleteCalls(t *testing.T, b incident.Build, d time.Duration) map[strin
 	require.NoError(t, err)
 	id, initPID, shimPID := tk.ID, tk.InitPID, tk.ShimPID
 
-	addr, err := shim.Address(node.Daemon.State, "k8s.io", id)
+	ep, err := shim.Locate(node.Daemon.State, "k8s.io", id)
 	require.NoError(t, err)
-	client, err := shim.Dial(addr, "k8s.io")
+	client, err := shim.Dial(ep, "k8s.io")
 	require.NoError(t, err)
 	defer client.Close()
 

@@ -263,7 +263,7 @@ func ctrContainer(t *testing.T, node *incident.Node, id string, runArgs ...strin
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	args := append([]string{"run", "--detach", "--null-io", "--snapshotter", "overlayfs",
-		"--runc-root", d.RuncRoot}, runArgs...)
+		"--runc-binary", d.Options().Runc, "--runc-root", d.RuncRoot}, runArgs...)
 	args = append(args, node.Image, id, "sh", "-c", "echo started >> /runs; exec sleep 3600")
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -120,6 +120,50 @@ func (r ExitStallResult) AllExited() bool {
 	return len(r.Containers) > 0
 }
 
+// RelistPeriod is kubelet's PLEG relist period: a relist slower than this
+// delays every pod's sync on the node.
+const RelistPeriod = time.Second
+
+// LateExited is how long after the shim's delete finished a container may
+// still be reported RUNNING before kubelet is held back by it.
+const LateExited = 10 * time.Second
+
+// Suffering lists what a kubelet on this node would have suffered, one
+// line each: relists slower than its relist period, failed resource
+// updates, UNKNOWN, a lost exit code, EXITED reported long after the
+// shim's delete finished. Empty means kubelet noticed nothing. The lines
+// differ in how upstream suffers (1.7 blocks relists for minutes, 2.x fails
+// updates after 2 s and reports the dead container RUNNING long after the
+// cleanup), so tests assert this list rather than one symptom.
+func (r ExitStallResult) Suffering() []string {
+	var out []string
+	if r.Relist.Max > RelistPeriod {
+		out = append(out, fmt.Sprintf("longest relist %s (over kubelet's %s period)", r.Relist.Max.Round(time.Millisecond), RelistPeriod))
+	}
+	for _, c := range r.Containers {
+		if n := len(c.UpdateErrs); n > 0 {
+			out = append(out, fmt.Sprintf("%s: %d UpdateContainerResources errors (first: %s)", short(c.ID), n, c.UpdateErrs[0]))
+		}
+		for _, st := range c.States {
+			if st == runtimeapi.ContainerState_CONTAINER_UNKNOWN {
+				out = append(out, fmt.Sprintf("%s: reported UNKNOWN", short(c.ID)))
+				break
+			}
+		}
+		switch {
+		case c.ExitedAt.IsZero():
+			out = append(out, fmt.Sprintf("%s: never reported EXITED", short(c.ID)))
+		case c.ExitCode != 137:
+			out = append(out, fmt.Sprintf("%s: exit code %d (reason %q), not the SIGKILL's 137", short(c.ID), c.ExitCode, c.Reason))
+		case !r.ShimDoneAt.IsZero() && c.ExitedAt.Sub(r.ShimDoneAt) > LateExited:
+			out = append(out, fmt.Sprintf("%s: EXITED reported %s after the shim's delete finished", short(c.ID), c.ExitedAt.Sub(r.ShimDoneAt).Round(time.Millisecond)))
+		}
+	}
+	return out
+}
+
+func short(id string) string { return id[:min(len(id), 12)] }
+
 type stalledContainer struct {
 	id      string
 	initPID int
