@@ -310,7 +310,10 @@ func TestVolatileRemountCtr(t *testing.T) {
 		t.Parallel()
 		node, _ := startNode(t, b, daemon.Options{})
 		d := node.Daemon
-		const id = "volatile-remount"
+		// Each build's container has its own id: ctr puts it in the cgroup
+		// /k8s.io/<id>, shared by the daemons running in parallel, and
+		// runc 1.2+ refuses to create a container in a non-empty cgroup.
+		const id = "volatile-remount-fork"
 		ctrContainer(t, node, id, "--snapshotter-label", snapshots.LabelVolatile+"=true")
 
 		m := rootfsMount(t, d, "k8s.io", id)
@@ -342,7 +345,7 @@ func TestVolatileRemountCtr(t *testing.T) {
   mount_options = ["volatile"]
 `})
 		d := node.Daemon
-		const id = "volatile-remount"
+		const id = "volatile-remount-upstream"
 		ctrContainer(t, node, id)
 
 		m := rootfsMount(t, d, "k8s.io", id)
