@@ -7,7 +7,6 @@ package integration
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -51,11 +50,8 @@ func requireSetup(t *testing.T, builds ...incident.Build) {
 		t.Skip("integration tests need root: run 'make integration' as root")
 	}
 	for _, b := range builds {
-		if _, err := os.Stat(filepath.Join(b.BinDir, "containerd")); err != nil {
-			t.Fatalf("%s binaries missing in %s: run 'make binaries LINE=%s' first", b.Name, b.BinDir, b.Line.Name)
-		}
-		if _, err := os.Stat(b.Line.RuncPath()); err != nil {
-			t.Fatalf("runc %s missing at %s: run 'script/runc.sh %s' (make binaries does) first", b.Line.Runc, b.Line.RuncPath(), b.Line.Name)
+		if err := b.Missing(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -40,6 +40,18 @@ func (b Build) DaemonOptions(opts daemon.Options) daemon.Options {
 	return opts
 }
 
+// Missing names what of b is not built yet (its containerd or the line's
+// runc) and the command that builds it; nil when b can run.
+func (b Build) Missing() error {
+	if _, err := os.Stat(filepath.Join(b.BinDir, "containerd")); err != nil {
+		return fmt.Errorf("%s binaries missing in %s: run 'make binaries LINE=%s' first", b.Name, b.BinDir, b.Line.Name)
+	}
+	if _, err := os.Stat(b.Line.RuncPath()); err != nil {
+		return fmt.Errorf("runc %s missing at %s: run 'script/runc.sh %s' (make binaries does) first", b.Line.Runc, b.Line.RuncPath(), b.Line.Name)
+	}
+	return nil
+}
+
 // Node is a started containerd with our images imported and a CRI client.
 type Node struct {
 	Daemon *daemon.Daemon
