@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/namespaces"
-	ctrsnapshots "github.com/containerd/containerd/snapshots"
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -145,19 +144,19 @@ func TestVolatileRootfs(t *testing.T) {
 	conn, err := d.Dial()
 	require.NoError(t, err)
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "k8s.io"), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sn := snapshots.NewRemote(conn, "overlayfs").Snapshotter()
-	var committed, active []ctrsnapshots.Info
-	require.NoError(t, sn.Walk(ctx, func(_ context.Context, info ctrsnapshots.Info) error {
+	infos, err := snapshots.NewRemote(conn, "overlayfs").List(ctx, "k8s.io")
+	require.NoError(t, err)
+	var committed, active []*snapshotsapi.Info
+	for _, info := range infos {
 		switch info.Kind {
-		case ctrsnapshots.KindCommitted:
+		case snapshotsapi.Kind_COMMITTED:
 			committed = append(committed, info)
 		default:
 			active = append(active, info)
 		}
-		return nil
-	}))
+	}
 	for _, info := range committed {
 		assert.NotContains(t, info.Labels, snapshots.LabelVolatile, "committed snapshot %s", info.Name)
 	}

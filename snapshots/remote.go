@@ -1,27 +1,39 @@
 // Package snapshots drives a running containerd's snapshotter through the
-// daemon's snapshot API (the snapshots proxy over gRPC), so that upstream's
-// snapshotter conformance suite and our volatile overlay checks run against
-// the snapshotter as clients see it, not against a library copy of it.
+// daemon's snapshot API, so that upstream's snapshotter conformance suite
+// and our volatile overlay checks run against the snapshotter as clients
+// see it, not against a library copy of it.
+//
+// Both release lines speak the same snapshot API: the gRPC services of
+// github.com/containerd/containerd/api, which one version in go.mod serves
+// for the containerd 1.7 and the 2.x client libraries alike. So everything
+// here is written once against that API: Remote and Scope (a namespace and
+// lease of its own for each user of a shared daemon, put on the wire by
+// the connection Scope.Conn, not by a client library), the removal of a
+// scope's snapshots, the labels added to every Prepare, HasVolatile.
+//
+// Only the tests need a line's own client library, to run that line's
+// upstream suite through that line's snapshots proxy (see
+// upstream_test.go); they hand the suite a Scope.Conn per case.
 package snapshots
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 
 	introspectionapi "github.com/containerd/containerd/api/services/introspection/v1"
 	leasesapi "github.com/containerd/containerd/api/services/leases/v1"
 	namespacesapi "github.com/containerd/containerd/api/services/namespaces/v1"
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
-	"github.com/containerd/containerd/errdefs"
-	"github.com/containerd/containerd/leases"
-	leasesproxy "github.com/containerd/containerd/leases/proxy"
-	"github.com/containerd/containerd/mount"
-	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/containerd/snapshots"
-	snproxy "github.com/containerd/containerd/snapshots/proxy"
+	"github.com/containerd/containerd/api/types"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // LabelVolatile is the snapshot label that makes the fork's overlayfs
@@ -33,30 +45,24 @@ const LabelVolatile = "containerd.io/snapshot/overlay.volatile"
 // advertises when the kernel supports "volatile" and it honours the label.
 const CapabilityVolatile = "volatile"
 
+// The gRPC headers that carry a call's namespace and lease, as
+// namespaces.WithNamespace and leases.WithLease set them on both lines.
+const (
+	namespaceHeader = "containerd-namespace"
+	leaseHeader     = "containerd-lease"
+)
+
 // Remote is one snapshotter of a running containerd, reached over gRPC.
 type Remote struct {
 	// Name is the snapshotter's name, e.g. "overlayfs".
-	Name   string
-	conn   *grpc.ClientConn
-	sn     snapshots.Snapshotter
-	leases leases.Manager
-	ns     namespacesapi.NamespacesClient
+	Name string
+	conn grpc.ClientConnInterface
 }
 
 // NewRemote returns the snapshotter name of the containerd on conn.
-func NewRemote(conn *grpc.ClientConn, name string) *Remote {
-	return &Remote{
-		Name:   name,
-		conn:   conn,
-		sn:     snproxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), name),
-		leases: leasesproxy.NewLeaseManager(leasesapi.NewLeasesClient(conn)),
-		ns:     namespacesapi.NewNamespacesClient(conn),
-	}
+func NewRemote(conn grpc.ClientConnInterface, name string) *Remote {
+	return &Remote{Name: name, conn: conn}
 }
-
-// Snapshotter returns the remote snapshotter itself: every call runs in the
-// namespace of its context (namespaces.WithNamespace).
-func (r *Remote) Snapshotter() snapshots.Snapshotter { return r.sn }
 
 // Capabilities returns the capabilities the daemon's snapshotter plugin
 // advertises through the introspection API.
@@ -76,52 +82,155 @@ func (r *Remote) Capabilities(ctx context.Context) ([]string, error) {
 	return resp.Plugins[0].Capabilities, nil
 }
 
-// Isolated returns the remote snapshotter seen from namespace ns only:
-// every call runs in ns and in a lease of its own, whatever namespace the
-// caller's context names, so that callers sharing one daemon (the
-// conformance suite runs its cases in parallel, all in one namespace, and
-// some use fixed keys) never see each other's snapshots, and the daemon's
-// garbage collector never removes a snapshot while a case still uses it.
-// cleanup removes every snapshot of ns, the lease and the namespace; the
-// caller must have unmounted everything it mounted.
-func (r *Remote) Isolated(ctx context.Context, ns string) (_ snapshots.Snapshotter, cleanup func() error, _ error) {
-	ctx = namespaces.WithNamespace(ctx, ns)
-	l, err := r.leases.Create(ctx, leases.WithRandomID())
-	if err != nil {
-		return nil, nil, fmt.Errorf("create lease in namespace %s: %w", ns, err)
-	}
-	s := &isolated{Snapshotter: r.sn, ns: ns, lease: l.ID}
-	cleanup = func() error {
-		ctx := namespaces.WithNamespace(context.Background(), ns)
-		var errs []error
-		if err := RemoveAll(ctx, r.sn); err != nil {
-			errs = append(errs, err)
-		}
-		// A synchronous delete runs the garbage collector, which removes
-		// the snapshots' directories in the backend.
-		if err := r.leases.Delete(ctx, l, leases.SynchronousDelete); err != nil {
-			errs = append(errs, fmt.Errorf("delete lease %s: %w", l.ID, err))
-		}
-		if _, err := r.ns.Delete(ctx, &namespacesapi.DeleteNamespaceRequest{Name: ns}); err != nil {
-			errs = append(errs, fmt.Errorf("delete namespace %s: %w", ns, err))
-		}
-		return errors.Join(errs...)
-	}
-	return s, cleanup, nil
+// List returns every snapshot of namespace ns.
+func (r *Remote) List(ctx context.Context, ns string) ([]*snapshotsapi.Info, error) {
+	return list(ctx, snapshotsapi.NewSnapshotsClient(withHeaders(r.conn, namespaceHeader, ns)), r.Name)
 }
 
-// RemoveAll removes every snapshot of sn in ctx's namespace, children first.
-func RemoveAll(ctx context.Context, sn snapshots.Snapshotter) error {
-	for round := 0; round < 10; round++ {
-		parents := map[string]string{}
-		if err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-			parents[info.Name] = info.Parent
-			return nil
-		}); err != nil {
-			return fmt.Errorf("walk snapshots: %w", err)
+// A ScopeOpt changes what a Scope's connection does.
+type ScopeOpt func(*scopedConn)
+
+// WithPrepareLabels adds labels to every Prepare (active snapshots) made
+// over the scope's connection, whatever client makes it, leaving views and
+// commits alone. onPrepare, when not nil, sees the mounts of every
+// successful Prepare.
+func WithPrepareLabels(labels map[string]string, onPrepare func(key, parent string, mounts []*types.Mount)) ScopeOpt {
+	return func(c *scopedConn) {
+		c.labels = labels
+		c.onPrepare = onPrepare
+	}
+}
+
+// Scope is the remote snapshotter seen from one namespace only: every call
+// made over Conn runs in that namespace and in a lease of its own, whatever
+// namespace and lease the caller's context names. Users sharing one daemon
+// (the conformance suite runs its cases in parallel, all in one namespace,
+// and some use fixed keys) then never see each other's snapshots, and the
+// daemon's garbage collector never removes a snapshot while its user still
+// needs it.
+type Scope struct {
+	Namespace, Lease string
+	// Conn is the daemon's connection as the scope's calls use it: give it
+	// to any client of the containerd API (a snapshots proxy of either line).
+	Conn        grpc.ClientConnInterface
+	remote      *Remote
+	snapshotter snapshotsapi.SnapshotsClient
+}
+
+// Isolated returns a Scope in namespace ns with a new lease.
+func (r *Remote) Isolated(ctx context.Context, ns string, opts ...ScopeOpt) (*Scope, error) {
+	id := make([]byte, 8)
+	_, _ = rand.Read(id)
+	s := &Scope{Namespace: ns, Lease: "snapshots-" + hex.EncodeToString(id), remote: r}
+	if _, err := leasesapi.NewLeasesClient(s.nsConn()).Create(ctx, &leasesapi.CreateRequest{ID: s.Lease}); err != nil {
+		return nil, fmt.Errorf("create lease in namespace %s: %w", ns, err)
+	}
+	c := withHeaders(r.conn, namespaceHeader, ns, leaseHeader, s.Lease)
+	for _, o := range opts {
+		o(c)
+	}
+	s.Conn = c
+	s.snapshotter = snapshotsapi.NewSnapshotsClient(c)
+	return s, nil
+}
+
+// nsConn is the scope's namespace without its lease.
+func (s *Scope) nsConn() grpc.ClientConnInterface {
+	return withHeaders(s.remote.conn, namespaceHeader, s.Namespace)
+}
+
+// Close removes every snapshot of the scope's namespace, its lease and the
+// namespace; the caller must have unmounted everything it mounted.
+func (s *Scope) Close() error {
+	ctx := context.Background()
+	conn := s.nsConn()
+	var errs []error
+	if err := RemoveAll(ctx, snapshotsapi.NewSnapshotsClient(conn), s.remote.Name); err != nil {
+		errs = append(errs, err)
+	}
+	// A synchronous delete runs the garbage collector, which removes
+	// the snapshots' directories in the backend.
+	if _, err := leasesapi.NewLeasesClient(conn).Delete(ctx, &leasesapi.DeleteRequest{ID: s.Lease, Sync: true}); err != nil {
+		errs = append(errs, fmt.Errorf("delete lease %s: %w", s.Lease, err))
+	}
+	if _, err := namespacesapi.NewNamespacesClient(conn).Delete(ctx, &namespacesapi.DeleteNamespaceRequest{Name: s.Namespace}); err != nil {
+		errs = append(errs, fmt.Errorf("delete namespace %s: %w", s.Namespace, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Prepare creates an active snapshot key on parent with labels.
+func (s *Scope) Prepare(ctx context.Context, key, parent string, labels map[string]string) ([]*types.Mount, error) {
+	resp, err := s.snapshotter.Prepare(ctx, &snapshotsapi.PrepareSnapshotRequest{Snapshotter: s.remote.Name, Key: key, Parent: parent, Labels: labels})
+	return resp.GetMounts(), err
+}
+
+// View creates a read-only snapshot key on parent with labels.
+func (s *Scope) View(ctx context.Context, key, parent string, labels map[string]string) ([]*types.Mount, error) {
+	resp, err := s.snapshotter.View(ctx, &snapshotsapi.ViewSnapshotRequest{Snapshotter: s.remote.Name, Key: key, Parent: parent, Labels: labels})
+	return resp.GetMounts(), err
+}
+
+// Mounts returns the mounts of snapshot key.
+func (s *Scope) Mounts(ctx context.Context, key string) ([]*types.Mount, error) {
+	resp, err := s.snapshotter.Mounts(ctx, &snapshotsapi.MountsRequest{Snapshotter: s.remote.Name, Key: key})
+	return resp.GetMounts(), err
+}
+
+// Commit commits active snapshot key as name.
+func (s *Scope) Commit(ctx context.Context, name, key string) error {
+	_, err := s.snapshotter.Commit(ctx, &snapshotsapi.CommitSnapshotRequest{Snapshotter: s.remote.Name, Name: name, Key: key})
+	return err
+}
+
+// Stat returns the snapshot key.
+func (s *Scope) Stat(ctx context.Context, key string) (*snapshotsapi.Info, error) {
+	resp, err := s.snapshotter.Stat(ctx, &snapshotsapi.StatSnapshotRequest{Snapshotter: s.remote.Name, Key: key})
+	return resp.GetInfo(), err
+}
+
+// Remove removes the snapshot key.
+func (s *Scope) Remove(ctx context.Context, key string) error {
+	return remove(ctx, s.snapshotter, s.remote.Name, key)
+}
+
+func remove(ctx context.Context, c snapshotsapi.SnapshotsClient, snapshotter, key string) error {
+	_, err := c.Remove(ctx, &snapshotsapi.RemoveSnapshotRequest{Snapshotter: snapshotter, Key: key})
+	return err
+}
+
+func list(ctx context.Context, c snapshotsapi.SnapshotsClient, snapshotter string) ([]*snapshotsapi.Info, error) {
+	stream, err := c.List(ctx, &snapshotsapi.ListSnapshotsRequest{Snapshotter: snapshotter})
+	if err != nil {
+		return nil, err
+	}
+	var infos []*snapshotsapi.Info
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return infos, nil
 		}
-		if len(parents) == 0 {
+		if err != nil {
+			return nil, err
+		}
+		infos = append(infos, resp.Info...)
+	}
+}
+
+// RemoveAll removes every snapshot of snapshotter that c sees (the
+// namespace of its connection or context), children first.
+func RemoveAll(ctx context.Context, c snapshotsapi.SnapshotsClient, snapshotter string) error {
+	for round := 0; round < 10; round++ {
+		infos, err := list(ctx, c, snapshotter)
+		if err != nil {
+			return fmt.Errorf("list snapshots: %w", err)
+		}
+		if len(infos) == 0 {
 			return nil
+		}
+		parents := map[string]string{}
+		for _, info := range infos {
+			parents[info.Name] = info.Parent
 		}
 		// Deepest first: a snapshot is removed after all its children.
 		depth := func(k string) int {
@@ -139,11 +248,11 @@ func RemoveAll(ctx context.Context, sn snapshots.Snapshotter) error {
 		var errs []error
 		removed := 0
 		for _, k := range keys {
-			err := sn.Remove(ctx, k)
-			switch {
-			case err == nil:
+			err := remove(ctx, c, snapshotter, k)
+			switch status.Code(err) {
+			case codes.OK:
 				removed++
-			case errdefs.IsFailedPrecondition(err) || errdefs.IsNotFound(err):
+			case codes.FailedPrecondition, codes.NotFound:
 				// Has children that appeared meanwhile (next round) or gone.
 			default:
 				errs = append(errs, fmt.Errorf("remove snapshot %s: %w", k, err))
@@ -159,78 +268,55 @@ func RemoveAll(ctx context.Context, sn snapshots.Snapshotter) error {
 	return errors.New("snapshots left after 10 rounds of removal")
 }
 
-// isolated runs every call of a remote snapshotter in one namespace and lease.
-type isolated struct {
-	snapshots.Snapshotter
-	ns, lease string
+// scopedConn sets fixed gRPC headers on every call it carries, replacing
+// those of the caller's context, and adds labels to every Prepare.
+type scopedConn struct {
+	cc        grpc.ClientConnInterface
+	headers   metadata.MD
+	labels    map[string]string
+	onPrepare func(key, parent string, mounts []*types.Mount)
 }
 
-func (s *isolated) ctx(ctx context.Context) context.Context {
-	return leases.WithLease(namespaces.WithNamespace(ctx, s.ns), s.lease)
+// withHeaders returns cc setting the header, value pairs kv on every call.
+func withHeaders(cc grpc.ClientConnInterface, kv ...string) *scopedConn {
+	return &scopedConn{cc: cc, headers: metadata.Pairs(kv...)}
 }
 
-func (s *isolated) Stat(ctx context.Context, key string) (snapshots.Info, error) {
-	return s.Snapshotter.Stat(s.ctx(ctx), key)
-}
-
-func (s *isolated) Update(ctx context.Context, info snapshots.Info, fieldpaths ...string) (snapshots.Info, error) {
-	return s.Snapshotter.Update(s.ctx(ctx), info, fieldpaths...)
-}
-
-func (s *isolated) Usage(ctx context.Context, key string) (snapshots.Usage, error) {
-	return s.Snapshotter.Usage(s.ctx(ctx), key)
-}
-
-func (s *isolated) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
-	return s.Snapshotter.Mounts(s.ctx(ctx), key)
-}
-
-func (s *isolated) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
-	return s.Snapshotter.Prepare(s.ctx(ctx), key, parent, opts...)
-}
-
-func (s *isolated) View(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
-	return s.Snapshotter.View(s.ctx(ctx), key, parent, opts...)
-}
-
-func (s *isolated) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
-	return s.Snapshotter.Commit(s.ctx(ctx), name, key, opts...)
-}
-
-func (s *isolated) Remove(ctx context.Context, key string) error {
-	return s.Snapshotter.Remove(s.ctx(ctx), key)
-}
-
-func (s *isolated) Walk(ctx context.Context, fn snapshots.WalkFunc, filters ...string) error {
-	return s.Snapshotter.Walk(s.ctx(ctx), fn, filters...)
-}
-
-// Close does not close the shared connection: the conformance suite closes
-// its snapshotter (twice, in one case), while others still use the daemon.
-func (s *isolated) Close() error { return nil }
-
-// Labelled adds Labels to every snapshot created by Prepare (active
-// snapshots), leaving views and commits alone, and counts the mounts it
-// handed out with the overlayfs "volatile" option.
-type Labelled struct {
-	snapshots.Snapshotter
-	Labels map[string]string
-	// OnPrepare, when set, is called with the mounts of every Prepare.
-	OnPrepare func(key, parent string, mounts []mount.Mount)
-}
-
-func (s *Labelled) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
-	opts = append(append([]snapshots.Opt(nil), opts...), snapshots.WithLabels(s.Labels))
-	mounts, err := s.Snapshotter.Prepare(ctx, key, parent, opts...)
-	if err == nil && s.OnPrepare != nil {
-		s.OnPrepare(key, parent, mounts)
+func (c *scopedConn) outgoing(ctx context.Context) context.Context {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	for k, v := range c.headers {
+		md[k] = v
 	}
-	return mounts, err
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+func (c *scopedConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	req, prepare := args.(*snapshotsapi.PrepareSnapshotRequest)
+	if prepare && c.labels != nil {
+		labels := make(map[string]string, len(req.Labels)+len(c.labels))
+		for k, v := range req.Labels {
+			labels[k] = v
+		}
+		for k, v := range c.labels {
+			labels[k] = v
+		}
+		req.Labels = labels
+	}
+	err := c.cc.Invoke(c.outgoing(ctx), method, args, reply, opts...)
+	if prepare && err == nil && c.onPrepare != nil {
+		c.onPrepare(req.Key, req.Parent, reply.(*snapshotsapi.PrepareSnapshotResponse).Mounts)
+	}
+	return err
+}
+
+func (c *scopedConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return c.cc.NewStream(c.outgoing(ctx), desc, method, opts...)
 }
 
 // HasVolatile reports whether any of mounts carries the overlayfs
 // "volatile" option (or its newer spelling "fsync=volatile").
-func HasVolatile(mounts []mount.Mount) bool {
+func HasVolatile(mounts []*types.Mount) bool {
 	for _, m := range mounts {
 		for _, o := range m.Options {
 			if o == "volatile" || o == "fsync=volatile" {
