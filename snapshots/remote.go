@@ -12,8 +12,13 @@
 // scope's snapshots, the labels added to every Prepare, HasVolatile.
 //
 // Only the tests need a line's own client library, to run that line's
-// upstream suite through that line's snapshots proxy (see
-// upstream_test.go); they hand the suite a Scope.Conn per case.
+// upstream suite through that line's snapshots proxy: upstream_test.go
+// declares what they take from it, and one thin adapter per upstream
+// module (containerd_v1_test.go, containerd_v2_test.go) binds it; the
+// line under test (STEADY_LINE) picks the adapter by its module. Both
+// adapters are compiled into every build of the tests, without build
+// tags, so that go vet and the compiler check both, and one test binary
+// runs either line.
 package snapshots
 
 import (

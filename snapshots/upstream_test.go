@@ -17,10 +17,11 @@ import (
 // upstream is all that the tests take from a line's own upstream module
 // (the module of patches/<line>/UPSTREAM, at the version go.mod requires):
 // its snapshotter conformance suite, run through its snapshots proxy, and
-// its mount package. An adapter, such as containerd_v1_test.go (module
-// github.com/containerd/containerd, line v1.7), only binds these to the
-// module's packages; everything else is written once, against the
-// snapshot API that every module's client speaks (remote.go).
+// its mount package. The two adapters, containerd_v1_test.go (module
+// github.com/containerd/containerd, line v1.7) and containerd_v2_test.go
+// (github.com/containerd/containerd/v2, line v2.3), only bind these to
+// the module's packages; everything else is written once, against the
+// snapshot API that both modules' clients speak (remote.go).
 type upstream struct {
 	// suite runs the module's testsuite.SnapshotterSuite on snapshotter
 	// name; each case talks to the daemon over the connection of the
@@ -34,7 +35,8 @@ type upstream struct {
 
 // upstreams maps a line's upstream module to its adapter.
 var upstreams = map[string]upstream{
-	"github.com/containerd/containerd": containerdV1,
+	"github.com/containerd/containerd":    containerdV1,
+	"github.com/containerd/containerd/v2": containerdV2,
 }
 
 // upstreamOf returns the adapter of l's upstream module. It fails t when

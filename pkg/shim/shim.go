@@ -100,7 +100,7 @@ func Dial(ep Endpoint, namespace string) (*Client, error) {
 	c := &Client{namespace: namespace, client: client}
 	switch ep.Version {
 	case 2:
-		c.task = taskV2{taskv2.NewTaskClient(client)}
+		c.task = taskV2{taskv2.NewTTRPCTaskClient(client)}
 	case 3:
 		c.task = taskV3{taskv3.NewTTRPCTaskClient(client)}
 	default:
@@ -140,7 +140,7 @@ func (c *Client) Kill(ctx context.Context, id string, signal uint32, all bool) e
 	return c.task.kill(c.ctx(ctx), id, signal, all)
 }
 
-type taskV2 struct{ c taskv2.TaskService }
+type taskV2 struct{ c taskv2.TTRPCTaskService }
 
 func (t taskV2) update(ctx context.Context, id string, r *anypb.Any) error {
 	_, err := t.c.Update(ctx, &taskv2.UpdateTaskRequest{ID: id, Resources: r})
