@@ -69,9 +69,9 @@ test-unit:
 test-tree: tree
 	script/test-tree.sh $(LINE)
 
-## integration: black-box tests against both builds, and upstream's snapshotter
-## conformance suite against the fork's running daemon (root); the kubelet
-## scenarios run in test-kubelet
+## integration: black-box tests against both builds, and the line's own upstream
+## snapshotter conformance suite against both builds' running daemons (root);
+## the kubelet scenarios run in test-kubelet
 integration: binaries
 	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -parallel 4 -timeout 40m -skip '^TestKubelet$$' ./integration/ ./snapshots/
 
