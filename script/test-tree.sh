@@ -26,11 +26,21 @@ for p in "${pkgs[@]}"; do
 		plain+=("$p")
 	fi
 done
+# Upstream tests that cannot pass on this host, whatever the series does.
+# This machine mounts cgroup v1 (a tmpfs at /sys/fs/cgroup): 2.x's CRI gives
+# containers a cgroup namespace only on cgroup v2, and its
+# TestCgroupNamespace expects one. It fails the same way on the pristine
+# tree here; on a cgroup v2 host it runs.
+skip=()
+if [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" != cgroup2fs ] && grep -qs 'func TestCgroupNamespace(' internal/cri/server/*_test.go; then
+	echo "test-tree $line: skipping upstream's TestCgroupNamespace: this host has no cgroup v2 at /sys/fs/cgroup"
+	skip=(-skip '^TestCgroupNamespace$')
+fi
 export GOFLAGS=-mod=mod
 echo "test-tree $line: ${pkgs[*]}"
 if [ ${#plain[@]} -gt 0 ]; then
-	go test -trimpath -race -count=1 "${plain[@]}"
+	go test -trimpath -race -count=1 "${skip[@]}" "${plain[@]}"
 fi
 if [ ${#rooted[@]} -gt 0 ]; then
-	go test -trimpath -race -count=1 "${rooted[@]}" -args -test.root
+	go test -trimpath -race -count=1 "${skip[@]}" "${rooted[@]}" -args -test.root
 fi
