@@ -36,8 +36,21 @@ echo "kubelet.sh: building kubelet ${KUBELET_VERSION} (about 8 minutes cold)" >&
 mkdir -p "$OUT_DIR"
 
 # 1. The module zip from the proxy, verified by go against sum.golang.org.
-MOD_DIR=$(go mod download -json "k8s.io/kubernetes@${KUBELET_VERSION}" |
-	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+# A kubelet newer than the installed Go (1.38 needs go 1.27) is built with
+# the Go toolchain its go.mod names, which the go command fetches as the
+# module golang.org/toolchain from the same proxy (GOTOOLCHAIN).
+json=$(go mod download -json "k8s.io/kubernetes@${KUBELET_VERSION}" || true)
+GOMOD=$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p' <<<"$json")
+[ -f "$GOMOD" ] || { echo "kubelet.sh: k8s.io/kubernetes@${KUBELET_VERSION} is not on the module proxy" >&2; exit 1; }
+need=$(awk '$1 == "go" { print $2; exit }' "$GOMOD")
+have=$(go env GOVERSION)
+have=${have#go}
+if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+	echo "kubelet.sh: kubelet ${KUBELET_VERSION} needs go ${need} (installed: ${have}); using toolchain go${need}" >&2
+	export GOTOOLCHAIN="go${need}"
+	json=$(go mod download -json "k8s.io/kubernetes@${KUBELET_VERSION}")
+fi
+MOD_DIR=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
 [ -d "$MOD_DIR" ] || { echo "kubelet.sh: go mod download gave no directory" >&2; exit 1; }
 
 # 2. A writable copy in a stable place, prepared once.
