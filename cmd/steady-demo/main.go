@@ -85,6 +85,7 @@ func printTable(builds []incident.Build, sums []incident.Summary) {
 		{"longest UpdateContainerResources", func(s incident.Summary) string { return dur(s.LongestUpdate) }},
 		{"longest ContainerStatus", func(s incident.Summary) string { return dur(s.LongestStatus) }},
 		{"kill -> EXITED reported", func(s incident.Summary) string { return dur(s.KillToExited) }},
+		{"shim's delete done -> EXITED", func(s incident.Summary) string { return dur(s.ShimToExited) }},
 		{"UpdateContainerResources errors", func(s incident.Summary) string { return fmt.Sprint(s.UpdateFailures) }},
 		{"UNKNOWN ever seen", func(s incident.Summary) string { return fmt.Sprint(s.UnknownSeen) }},
 		{"exit code", func(s incident.Summary) string { return fmt.Sprint(s.ExitCodes) }},
@@ -108,5 +109,5 @@ func dur(d time.Duration) string {
 	if d == 0 {
 		return "-"
 	}
-	return d.Round(10 * time.Millisecond).String()
+	return d.Round(time.Millisecond).String()
 }
