@@ -44,14 +44,9 @@ type configData struct {
 	Options
 }
 
-// configV2 is containerd 1.x's configuration (version = 2).
-// restrict_oom_score_adj: this machine's root lacks CAP_SYS_RESOURCE, and
-// runc cannot lower a sandbox's oom_score_adj to kubelet's -998 without it.
-var configV2 = template.Must(template.New("v2").Parse(`version = 2
-root = "{{.Root}}"
-state = "{{.State}}"
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-
+// servers is what every configuration version says alike: the daemon's
+// private sockets, debug level, metrics, opt dir, and NRI off.
+const servers = `{{define "servers"}}
 [grpc]
   address = "{{.Address}}"
 
@@ -70,7 +65,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 [plugins."io.containerd.nri.v1.nri"]
   disable = true
+{{end}}`
 
+// configV2 is containerd 1.x's configuration (version = 2).
+// restrict_oom_score_adj: this machine's root lacks CAP_SYS_RESOURCE, and
+// runc cannot lower a sandbox's oom_score_adj to kubelet's -998 without it.
+var configV2 = template.Must(template.Must(template.New("v2").Parse(servers)).Parse(`version = 2
+root = "{{.Root}}"
+state = "{{.State}}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+{{template "servers" .}}
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{{.SandboxImage}}"
   restrict_oom_score_adj = true
@@ -78,7 +82,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{{.CNIBin}}"
     conf_dir = "{{.CNIConf}}"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
+  [{{.RuntimeTable}}]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [{{.RuntimeTable}}.runtimes.runc]
@@ -92,30 +96,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 `))
 
 // configV3 is containerd 2.x's configuration (version = 3), for the v2.3 line.
-var configV3 = template.Must(template.New("v3").Parse(`version = 3
+var configV3 = template.Must(template.Must(template.New("v3").Parse(servers)).Parse(`version = 3
 root = "{{.Root}}"
 state = "{{.State}}"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-
-[grpc]
-  address = "{{.Address}}"
-
-[ttrpc]
-  address = "{{.TTRPC}}"
-
-[debug]
-  address = "{{.Debug}}"
-  level = "debug"
-{{if .MetricsAddress}}
-[metrics]
-  address = "{{.MetricsAddress}}"
-{{end}}
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{{.Opt}}"
-
-[plugins."io.containerd.nri.v1.nri"]
-  disable = true
-
+{{template "servers" .}}
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
@@ -127,7 +112,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["{{.CNIBin}}"]
     conf_dir = "{{.CNIConf}}"
-  [plugins."io.containerd.cri.v1.runtime".containerd]
+  [{{.RuntimeTable}}]
     default_runtime_name = "runc"
     [{{.RuntimeTable}}.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
