@@ -67,10 +67,23 @@ const servers = `{{define "servers"}}
   disable = true
 {{end}}`
 
+// runc is the default CRI runtime handler "runc" with the line's runc
+// binary and private root, the same in every configuration version, then
+// the caller's Extra TOML.
+const runc = `{{define "runc"}}    [{{.RuntimeTable}}.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+{{.RuntimeExtra}}
+      [{{.RuntimeTable}}.runtimes.runc.options]
+        BinaryName = "{{.Runc}}"
+        Root = "{{.RuncRoot}}"
+        SystemdCgroup = false
+{{.Extra}}
+{{end}}`
+
 // configV2 is containerd 1.x's configuration (version = 2).
 // restrict_oom_score_adj: this machine's root lacks CAP_SYS_RESOURCE, and
 // runc cannot lower a sandbox's oom_score_adj to kubelet's -998 without it.
-var configV2 = template.Must(template.Must(template.New("v2").Parse(servers)).Parse(`version = 2
+var configV2 = template.Must(template.Must(template.Must(template.New("v2").Parse(servers)).Parse(runc)).Parse(`version = 2
 root = "{{.Root}}"
 state = "{{.State}}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
@@ -85,18 +98,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [{{.RuntimeTable}}]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
-    [{{.RuntimeTable}}.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-{{.RuntimeExtra}}
-      [{{.RuntimeTable}}.runtimes.runc.options]
-        BinaryName = "{{.Runc}}"
-        Root = "{{.RuncRoot}}"
-        SystemdCgroup = false
-{{.Extra}}
-`))
+{{template "runc" .}}`))
 
 // configV3 is containerd 2.x's configuration (version = 3), for the v2.3 line.
-var configV3 = template.Must(template.Must(template.New("v3").Parse(servers)).Parse(`version = 3
+var configV3 = template.Must(template.Must(template.Must(template.New("v3").Parse(runc)).Parse(servers)).Parse(`version = 3
 root = "{{.Root}}"
 state = "{{.State}}"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
@@ -114,15 +119,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     conf_dir = "{{.CNIConf}}"
   [{{.RuntimeTable}}]
     default_runtime_name = "runc"
-    [{{.RuntimeTable}}.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-{{.RuntimeExtra}}
-      [{{.RuntimeTable}}.runtimes.runc.options]
-        BinaryName = "{{.Runc}}"
-        Root = "{{.RuncRoot}}"
-        SystemdCgroup = false
-{{.Extra}}
-`))
+{{template "runc" .}}`))
 
 // renderConfig returns the TOML configuration for opts at paths.
 func renderConfig(p Paths, opts Options) ([]byte, error) {
