@@ -109,6 +109,10 @@ type kubeletRun struct {
 	CRIStarts      map[string]int
 	LogStarts      map[string]int
 	Attempts       map[string]uint32
+	// The init container scenario: init exit -> next container started,
+	// both from CRI's timestamps, and the containers each name ran.
+	InitToNext time.Duration
+	Runs       map[string]int
 }
 
 func TestKubelet(t *testing.T) {
@@ -127,6 +131,87 @@ func TestKubelet(t *testing.T) {
 		return runKubeletScenario(t, b, bin, d, true)
 	})
 	printRuns(t, "RestartDuringExit", d, runs)
+	// C: a pod's init container exits while its shim's unmount is slow.
+	runs = bothBuilds(t, "InitContainerExit", func(t *testing.T, b incident.Build) kubeletRun {
+		return runInitScenario(t, b, bin, d)
+	})
+	t.Logf("\nInitContainerExit, D=%s\n%-34s %14s %14s\n%-34s %14s %14s\n%-34s %14s %14s", d,
+		"", "fork", "upstream",
+		"init exit -> next container started", runs["fork"].InitToNext.Round(100*time.Millisecond), runs["upstream"].InitToNext.Round(100*time.Millisecond),
+		"runs of init, main", perPod(runs["fork"].Runs), perPod(runs["upstream"].Runs))
+}
+
+// runInitScenario plays seed 000 through a real kubelet: a static pod whose
+// init container exits 0 at once while its shim's umount2 is delayed by d.
+// kubelet starts the pod's container only once CRI reports the init
+// container EXITED: on the fork within 3 s of its exit, on upstream once the
+// delayed cleanup is over, at least d later. Each container runs once.
+func runInitScenario(t *testing.T, b incident.Build, bin string, d time.Duration) kubeletRun {
+	node, k, trigger := startKubeletNode(t, b, bin, b.Name+"-init")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*d+5*time.Minute)
+	defer cancel()
+	run := kubeletRun{Build: b.Name, Runs: map[string]int{}, Attempts: map[string]uint32{}}
+	pod := k.PodName("job")
+	addPod(t, k, kubelet.StaticPod{Name: "job", Image: node.Image, RestartPolicy: "Never",
+		InitCommand: []string{"sh", "-c", "while [ ! -e /trigger/go ]; do sleep 0.05; done"},
+		Command:     []string{"sh", "-c", "while true; do sleep 1; done"},
+		HostPaths:   map[string]string{"/trigger": trigger}})
+	initID := waitRunning(ctx, t, node, []string{pod})[pod]
+
+	pid, err := node.CRI.InitPID(ctx, initID)
+	require.NoError(t, err)
+	shim, err := cri.ShimPID(pid)
+	require.NoError(t, err)
+	f, err := fault.DelaySyscalls(ctx, shim, []string{"umount2"}, d, filepath.Join(t.TempDir(), "strace.log"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Detach() })
+
+	seen := map[string]map[string]bool{}
+	poll := func() (mainID string) {
+		for _, c := range listPod(ctx, node, pod) {
+			name := c.GetMetadata().GetName()
+			if seen[name] == nil {
+				seen[name] = map[string]bool{}
+			}
+			seen[name][c.Id] = true
+			run.Attempts[name] = max(run.Attempts[name], c.GetMetadata().GetAttempt())
+			if name == "main" && c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+				mainID = c.Id
+			}
+		}
+		return mainID
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(trigger, "go"), nil, 0o644))
+	var mainID string
+	waitUntil(ctx, 2*d+2*time.Minute, func() bool {
+		mainID = poll()
+		return mainID != ""
+	})
+	require.NotEmpty(t, mainID, "kubelet never started the pod's container; kubelet log:\n%s", k.LogTail(40))
+	initSt, err := node.CRI.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: initID})
+	require.NoError(t, err)
+	mainSt, err := node.CRI.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: mainID})
+	require.NoError(t, err)
+	assert.Zero(t, initSt.Status.ExitCode, "the init container exits 0")
+	run.InitToNext = time.Duration(mainSt.Status.StartedAt - initSt.Status.FinishedAt)
+	// Let kubelet act on what it saw: it would run a container again now.
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		poll()
+	}
+	for name, ids := range seen {
+		run.Runs[name] = len(ids)
+	}
+	t.Logf("%s: init exit -> next container started %s; runs %v, attempts %v",
+		b.Name, run.InitToNext.Round(time.Millisecond), run.Runs, run.Attempts)
+
+	assert.Equal(t, map[string]int{"init": 1, "main": 1}, run.Runs, "each container of the pod runs exactly once")
+	assert.Equal(t, map[string]uint32{"init": 0, "main": 0}, run.Attempts, "no container gets a second attempt")
+	if b.Name == "upstream" {
+		assert.GreaterOrEqual(t, run.InitToNext, d, "upstream starts the next container only after the init container's delayed cleanup")
+		return run
+	}
+	assert.LessOrEqual(t, run.InitToNext, 3*time.Second, "the fork starts the next container within 3 s of the init container's exit")
+	return run
 }
 
 // bothBuilds runs f for the fork and for upstream in parallel subtests and

@@ -29,7 +29,7 @@ func TestRestartDuringStuckExit(t *testing.T) {
 				return
 			}
 			assert.LessOrEqual(t, res.ReadyAfter, 5*time.Second, "CRI must answer soon after the restart")
-			assertNoStall(t, res, 500*time.Millisecond, time.Second)
+			assertNoStall(t, res, 500*time.Millisecond, time.Second, 2*time.Second)
 		})
 	}
 }

@@ -70,6 +70,7 @@ func cases(p plan) []benchCase {
 	for _, n := range pods {
 		cs = append(cs, benchCase{name: fmt.Sprintf("stall under exit, %d pods, D=%s", n, p.delay), run: exitCase(p.delay, n)})
 	}
+	cs = append(cs, benchCase{name: fmt.Sprintf("init container exit, D=%s", p.delay), run: initExitCase(p.delay)})
 	cs = append(cs, benchCase{name: fmt.Sprintf("stall under metadata fsync, D=%s", p.delay), run: fsyncCase(p.delay)})
 	for _, n := range steady {
 		s := incident.SteadyState{Containers: n, Calls: calls, Burst: burst, StartPods: start}
@@ -96,6 +97,20 @@ func exitCase(d time.Duration, pods int) func(context.Context, string, *incident
 			"kill to EXITED, last pod (s)":         s.KillToExited.Seconds(),
 			"shims done to EXITED (s)":             s.ShimToExited.Seconds(),
 			"UNKNOWN seen (0/1)":                   unknown,
+		}, nil
+	}
+}
+
+func initExitCase(d time.Duration) func(context.Context, string, *incident.Node, string) (map[string]float64, error) {
+	return func(ctx context.Context, build string, node *incident.Node, dir string) (map[string]float64, error) {
+		res, err := incident.InitExit{Delay: d}.Run(ctx, build, node, dir)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]float64{
+			"init exit to EXITED reported (s)":        res.ReportDelay().Seconds(),
+			"init exit to next container started (s)": res.NextStartDelay().Seconds(),
+			"left after the pod's removal":            float64(len(res.Leftovers)),
 		}, nil
 	}
 }

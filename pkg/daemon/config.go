@@ -98,6 +98,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [{{.RuntimeTable}}]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
+{{- with .ContainerdExtra}}
+    {{.}}
+{{- end}}
 {{template "runc" .}}`))
 
 // configV3 is containerd 2.x's configuration (version = 3), for the v2.3 line.
@@ -119,6 +122,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     conf_dir = "{{.CNIConf}}"
   [{{.RuntimeTable}}]
     default_runtime_name = "runc"
+{{- with .ContainerdExtra}}
+    {{.}}
+{{- end}}
 {{template "runc" .}}`))
 
 // renderConfig returns the TOML configuration for opts at paths.

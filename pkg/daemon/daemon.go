@@ -35,6 +35,9 @@ type Options struct {
 	RuntimeTable  string
 	// MetricsAddress, when set, enables the Prometheus endpoint.
 	MetricsAddress string
+	// ContainerdExtra is TOML inserted into the CRI plugin's containerd
+	// table (RuntimeTable), e.g. "record_exit_before_cleanup = false".
+	ContainerdExtra string
 	// RuntimeExtra is TOML inserted into the runc CRI runtime table,
 	// e.g. "volatile_rootfs = true".
 	RuntimeExtra string

@@ -27,8 +27,10 @@ func TestRenderConfig(t *testing.T) {
 	} {
 		l, err := line.Load(line.RepoRoot(), tc.line)
 		require.NoError(t, err)
-		cfg, err := renderConfig(p, Options{ConfigVersion: l.ConfigVersion, RuntimeTable: l.CRIRuntimeTable, SandboxImage: "pause:1", Runc: "/usr/sbin/runc", RuntimeExtra: "      volatile_rootfs = true"})
+		cfg, err := renderConfig(p, Options{ConfigVersion: l.ConfigVersion, RuntimeTable: l.CRIRuntimeTable, SandboxImage: "pause:1", Runc: "/usr/sbin/runc", RuntimeExtra: "      volatile_rootfs = true",
+			ContainerdExtra: "record_exit_before_cleanup = false"})
 		require.NoError(t, err)
+		assert.Contains(t, string(cfg), "default_runtime_name = \"runc\"\n    record_exit_before_cleanup = false\n", "line %s: in the containerd table", tc.line)
 		for _, w := range tc.want {
 			assert.Contains(t, string(cfg), w, "line %s", tc.line)
 		}

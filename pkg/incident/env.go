@@ -7,7 +7,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd-steady/containerd-steady/pkg/cri"
@@ -140,4 +142,24 @@ func (n *Node) StartTicker(ctx context.Context, name string) (*Ticker, error) {
 		return nil, err
 	}
 	return &Ticker{Pod: pod, ID: id, InitPID: initPID, ShimPID: shimPID}, nil
+}
+
+// ActiveSnapshots lists the keys of the active (mounted or mountable)
+// overlayfs snapshots of the CRI namespace, as ctr shows them: a container's
+// rootfs until the container is removed. Committed image layers are left out.
+func (n *Node) ActiveSnapshots(ctx context.Context) ([]string, error) {
+	ctr := filepath.Join(n.Daemon.Options().BinDir, "ctr")
+	out, err := exec.CommandContext(ctx, ctr, "--address", n.Daemon.Address, "--namespace", "k8s.io",
+		"snapshots", "--snapshotter", "overlayfs", "ls").Output()
+	if err != nil {
+		return nil, fmt.Errorf("ctr snapshots ls: %w", err)
+	}
+	var keys []string
+	for _, l := range strings.Split(string(out), "\n")[1:] {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[len(f)-1] == "Active" {
+			keys = append(keys, f[0])
+		}
+	}
+	return keys, nil
 }

@@ -223,6 +223,30 @@ func TestStaticPodManifest(t *testing.T) {
 		pod.Metadata.Annotations["steady.test/run"] != "1" {
 		t.Errorf("manifest:\n%s", b)
 	}
+	if strings.Contains(string(b), "initContainers") {
+		t.Errorf("init container without InitCommand:\n%s", b)
+	}
+	b, err = StaticPod{Name: "job", Image: "i", Command: []string{"app"}, InitCommand: []string{"setup"},
+		HostPaths: map[string]string{"/trigger": "/tmp/t"}}.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var withInit struct {
+		Spec struct {
+			InitContainers []struct {
+				Name, Image, ImagePullPolicy string
+				Command                      []string
+				VolumeMounts                 []struct{ MountPath string }
+			}
+		}
+	}
+	if err := json.Unmarshal(b, &withInit); err != nil {
+		t.Fatal(err)
+	}
+	if ic := withInit.Spec.InitContainers; len(ic) != 1 || ic[0].Name != "init" || ic[0].Image != "i" ||
+		ic[0].ImagePullPolicy != "Never" || ic[0].Command[0] != "setup" || ic[0].VolumeMounts[0].MountPath != "/trigger" {
+		t.Errorf("init container:\n%s", b)
+	}
 	if _, err := (StaticPod{Name: "x", Image: "i", RestartPolicy: "Sometimes"}).Manifest(); err == nil {
 		t.Error("bad restart policy accepted")
 	}

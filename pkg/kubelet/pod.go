@@ -24,6 +24,9 @@ type StaticPod struct {
 	HostPaths map[string]string
 	// Annotations vary a pod's hash (and so its UID) between runs.
 	Annotations map[string]string
+	// InitCommand, when set, adds an init container named "init" running
+	// it, with the same image and host paths as the container.
+	InitCommand []string
 	// GracePeriod is terminationGracePeriodSeconds; 2 when zero (sh as
 	// PID 1 ignores SIGTERM, so every stop waits the whole period).
 	GracePeriod int
@@ -104,6 +107,18 @@ func (p StaticPod) Manifest() ([]byte, error) {
 	}
 	if len(volumes) > 0 {
 		spec["volumes"] = volumes
+	}
+	if len(p.InitCommand) > 0 {
+		initContainer := map[string]any{
+			"name":            "init",
+			"image":           p.Image,
+			"imagePullPolicy": "Never",
+			"command":         p.InitCommand,
+		}
+		if len(mounts) > 0 {
+			initContainer["volumeMounts"] = mounts
+		}
+		spec["initContainers"] = []any{initContainer}
 	}
 	b, err := json.MarshalIndent(map[string]any{
 		"apiVersion": "v1",
