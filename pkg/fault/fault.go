@@ -254,3 +254,29 @@ func (f *Delay) WaitEntered(ctx context.Context, syscallName string, n int, time
 		}
 	}
 }
+
+// Settled reports whether at least one call of syscallName has finished,
+// every call of it that started has finished, and the last one ended at
+// least quiet ago: the traced process is done with that syscall for now
+// (a shim's delete unmounts a rootfs with back-to-back umount2 calls).
+func (f *Delay) Settled(syscallName string, quiet time.Duration) (bool, error) {
+	entered, err := f.Entered(syscallName)
+	if err != nil {
+		return false, err
+	}
+	calls, err := f.Calls()
+	if err != nil {
+		return false, err
+	}
+	finished := 0
+	var last time.Time
+	for _, c := range calls {
+		if c.Syscall == syscallName {
+			finished++
+			if c.End.After(last) {
+				last = c.End
+			}
+		}
+	}
+	return finished > 0 && finished >= entered && time.Since(last) >= quiet, nil
+}

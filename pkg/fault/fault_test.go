@@ -2,6 +2,7 @@ package fault
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,4 +63,28 @@ func TestDelaySyscalls(t *testing.T) {
 	status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "status"))
 	require.NoError(t, err)
 	assert.Equal(t, 0, tracerPID(string(status)), "the process is no longer traced")
+}
+
+func TestSettled(t *testing.T) {
+	past := float64(time.Now().Add(-time.Minute).UnixNano()) / 1e9
+	now := float64(time.Now().UnixNano()) / 1e9
+	for _, tc := range []struct {
+		desc string
+		log  string
+		want bool
+	}{
+		{"no call yet", "", false},
+		{"a call still running", fmt.Sprintf("7 %.6f umount2(\"/r\", 0 <unfinished ...>\n", past), false},
+		{"the first of two calls done, the second running", fmt.Sprintf("7 %.6f umount2(\"/r\", 0) = 0 (DELAYED) <1.000000>\n7 %.6f umount2(\"/r\", 0 <unfinished ...>\n", past, past+1), false},
+		{"every call done, the last just now", fmt.Sprintf("7 %.6f umount2(\"/r\", 0) = 0 (DELAYED) <0.000100>\n", now), false},
+		{"every call done a while ago", fmt.Sprintf("7 %.6f umount2(\"/r\", 0) = 0 (DELAYED) <1.000000>\n7 %.6f umount2(\"/r\", 0) = -1 EINVAL (Invalid argument) (DELAYED) <1.000000>\n", past, past+1), true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			d := &Delay{PID: 7, Log: filepath.Join(t.TempDir(), "trace")}
+			require.NoError(t, os.WriteFile(d.Log, []byte(tc.log), 0o644))
+			got, err := d.Settled("umount2", 10*time.Second)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
 }

@@ -216,9 +216,12 @@ func (s ExitStall) Run(ctx context.Context, build string, node *Node, dir string
 		s.logf("%s: containerd restarted, CRI ready after %s (err %v)", build, res.ReadyAfter.Round(time.Millisecond), restartErr)
 	}
 
-	// Bounded wait: every container EXITED, or 2*Delay plus a minute.
+	// Bounded wait: every container EXITED and every shim done with its
+	// delayed unmounts, or 2*Delay plus a minute. A fork reports EXITED
+	// before the cleanup; watching on through it shows that nothing changes
+	// when the cleanup ends.
 	deadline := res.KilledAt.Add(2*s.Delay + time.Minute)
-	for restartErr == nil && ctx.Err() == nil && time.Now().Before(deadline) && !allExited(cs) {
+	for restartErr == nil && ctx.Err() == nil && time.Now().Before(deadline) && !(allExited(cs) && settled(delays)) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second) // a few relists after the exit
@@ -354,6 +357,16 @@ func (c *stalledContainer) record(st *runtimeapi.ContainerStatus) {
 		c.res.Reason = st.Reason
 		c.res.FinishedAt = time.Unix(0, st.FinishedAt)
 	}
+}
+
+// settled reports whether every shim has finished its delayed unmounts.
+func settled(delays []*fault.Delay) bool {
+	for _, d := range delays {
+		if ok, err := d.Settled("umount2", time.Second); err != nil || !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func allExited(cs []*stalledContainer) bool {
