@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -18,12 +19,38 @@ import (
 // Client is a CRI runtime client on one connection.
 type Client struct {
 	runtimeapi.RuntimeServiceClient
-	conn *grpc.ClientConn
+	images runtimeapi.ImageServiceClient
+	conn   *grpc.ClientConn
 }
 
 // New wraps an open connection to a containerd socket.
 func New(conn *grpc.ClientConn) *Client {
-	return &Client{RuntimeServiceClient: runtimeapi.NewRuntimeServiceClient(conn), conn: conn}
+	return &Client{
+		RuntimeServiceClient: runtimeapi.NewRuntimeServiceClient(conn),
+		images:               runtimeapi.NewImageServiceClient(conn),
+		conn:                 conn,
+	}
+}
+
+// WaitImages waits until the CRI image service knows every ref, at most
+// timeout. An image imported through containerd's API reaches the CRI's
+// image store through an event, a moment later; a pod started before
+// then would try to pull its sandbox image.
+func (c *Client) WaitImages(ctx context.Context, timeout time.Duration, refs ...string) error {
+	deadline := time.Now().Add(timeout)
+	for _, ref := range refs {
+		for {
+			resp, err := c.images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+			if err == nil && resp.GetImage() != nil {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("CRI does not know image %s after %s (err %v)", ref, timeout, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 // Close closes the connection.

@@ -84,6 +84,11 @@ func StartNode(ctx context.Context, b Build, dir string, opts daemon.Options) (*
 		return nil, err
 	}
 	n.CRI = cri.New(conn)
+	if err := n.CRI.WaitImages(ctx, 30*time.Second, busybox.Name, pause.Name); err != nil {
+		_ = n.CRI.Close()
+		_ = d.Cleanup(ctx)
+		return nil, err
+	}
 	return n, nil
 }
 
