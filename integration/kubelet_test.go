@@ -158,13 +158,7 @@ func runInitScenario(t *testing.T, b incident.Build, bin string, d time.Duration
 		HostPaths:   map[string]string{"/trigger": trigger}})
 	initID := waitRunning(ctx, t, node, []string{pod})[pod]
 
-	pid, err := node.CRI.InitPID(ctx, initID)
-	require.NoError(t, err)
-	shim, err := cri.ShimPID(pid)
-	require.NoError(t, err)
-	f, err := fault.DelaySyscalls(ctx, shim, []string{"umount2"}, d, filepath.Join(t.TempDir(), "strace.log"))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = f.Detach() })
+	delayUnmounts(ctx, t, node, initID, d)
 
 	seen := map[string]map[string]bool{}
 	poll := func() (mainID string) {
@@ -344,14 +338,7 @@ func runKubeletScenario(t *testing.T, b incident.Build, bin string, d time.Durat
 	// Delay umount2 in the short pods' shims.
 	var delays []*fault.Delay
 	for _, p := range shorts {
-		pid, err := node.CRI.InitPID(ctx, ids[p])
-		require.NoError(t, err)
-		shim, err := cri.ShimPID(pid)
-		require.NoError(t, err)
-		f, err := fault.DelaySyscalls(ctx, shim, []string{"umount2"}, d, filepath.Join(t.TempDir(), "strace.log"))
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = f.Detach() })
-		delays = append(delays, f)
+		delays = append(delays, delayUnmounts(ctx, t, node, ids[p], d))
 	}
 
 	m0, err := k.Metrics(ctx, 10*time.Second)
@@ -543,6 +530,20 @@ func startKubeletNode(t *testing.T, b incident.Build, bin, nodeName string) (*in
 		}
 	})
 	return node, k, trigger
+}
+
+// delayUnmounts delays by d every umount2 of the shim serving container id,
+// until t ends.
+func delayUnmounts(ctx context.Context, t *testing.T, node *incident.Node, id string, d time.Duration) *fault.Delay {
+	t.Helper()
+	pid, err := node.CRI.InitPID(ctx, id)
+	require.NoError(t, err)
+	shim, err := cri.ShimPID(pid)
+	require.NoError(t, err)
+	f, err := fault.DelaySyscalls(ctx, shim, []string{"umount2"}, d, filepath.Join(t.TempDir(), "strace.log"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Detach() })
+	return f
 }
 
 func addPod(t *testing.T, k *kubelet.Kubelet, p kubelet.StaticPod) {

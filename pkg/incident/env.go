@@ -64,6 +64,13 @@ type Node struct {
 // Logf receives progress lines.
 type Logf func(format string, args ...any)
 
+// printf hands a line to l, if there is one.
+func (l Logf) printf(format string, args ...any) {
+	if l != nil {
+		l(format, args...)
+	}
+}
+
 // StartNode starts a daemon of build under dir with the offline images.
 func StartNode(ctx context.Context, b Build, dir string, opts daemon.Options) (*Node, error) {
 	busybox, pause := image.BusyboxImage(), image.PauseImage()

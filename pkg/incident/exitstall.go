@@ -199,7 +199,7 @@ func (s ExitStall) Run(ctx context.Context, build string, node *Node, dir string
 			return res, fmt.Errorf("kill init %d of %s: %w", c.initPID, c.id, err)
 		}
 	}
-	s.logf("%s: killed %d containers; umount2 delayed by %s", build, len(cs), s.Delay)
+	s.Logf.printf("%s: killed %d containers; umount2 delayed by %s", build, len(cs), s.Delay)
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -213,7 +213,7 @@ func (s ExitStall) Run(ctx context.Context, build string, node *Node, dir string
 	if s.RestartAfter > 0 {
 		time.Sleep(time.Until(res.KilledAt.Add(s.RestartAfter)))
 		res.RestartAt, res.ReadyAfter, restartErr = restart(ctx, node)
-		s.logf("%s: containerd restarted, CRI ready after %s (err %v)", build, res.ReadyAfter.Round(time.Millisecond), restartErr)
+		s.Logf.printf("%s: containerd restarted, CRI ready after %s (err %v)", build, res.ReadyAfter.Round(time.Millisecond), restartErr)
 	}
 
 	// Bounded wait: every container EXITED and every shim done with its
@@ -251,12 +251,6 @@ func (s *ExitStall) defaults() {
 	}
 	if s.Delay == 0 {
 		s.Delay = 20 * time.Second
-	}
-}
-
-func (s ExitStall) logf(format string, args ...any) {
-	if s.Logf != nil {
-		s.Logf(format, args...)
 	}
 }
 

@@ -115,13 +115,13 @@ func (s InitExit) Run(ctx context.Context, build string, node *Node, dir string)
 	if err := s.waitReported(ctx, node.CRI, p.initID, &res); err != nil {
 		return res, err
 	}
-	s.logf("%s: init container exited (code %d), reported EXITED %s later", build, res.ExitCode, res.ReportDelay().Round(time.Millisecond))
+	s.Logf.printf("%s: init container exited (code %d), reported EXITED %s later", build, res.ExitCode, res.ReportDelay().Round(time.Millisecond))
 
 	// What kubelet does next: start the next container, then, with the
 	// init container done, stop and remove it.
 	res.NextStartedAt, res.NextErr = startNext(ctx, node, p.pod)
 	s.stopAndRemoveEarly(ctx, node.CRI, p.initID, &res)
-	s.logf("%s: next container started %s after the init exit (err %v); early RemoveContainer after %s: %v",
+	s.Logf.printf("%s: next container started %s after the init exit (err %v); early RemoveContainer after %s: %v",
 		build, res.NextStartDelay().Round(time.Millisecond), res.NextErr, res.EarlyRemoveTook.Round(time.Millisecond), res.EarlyRemoveErr)
 
 	if s.Restart {
@@ -131,7 +131,7 @@ func (s InitExit) Run(ctx context.Context, build string, node *Node, dir string)
 		if st, err := containerStatus(ctx, node.CRI, p.initID); err == nil {
 			res.AfterRestart = st
 		}
-		s.logf("%s: containerd restarted during the cleanup, CRI answered after %s", build, res.ReadyAfter.Round(time.Millisecond))
+		s.Logf.printf("%s: containerd restarted during the cleanup, CRI answered after %s", build, res.ReadyAfter.Round(time.Millisecond))
 	}
 	if err := s.waitRemoved(ctx, node.CRI, p.initID, &res); err != nil {
 		return res, err
@@ -153,12 +153,6 @@ func (s *InitExit) defaults() {
 	}
 	if s.RemoveTimeout == 0 {
 		s.RemoveTimeout = 3 * time.Second
-	}
-}
-
-func (s InitExit) logf(format string, args ...any) {
-	if s.Logf != nil {
-		s.Logf(format, args...)
 	}
 }
 
