@@ -372,14 +372,17 @@ func runKubeletScenario(t *testing.T, b incident.Build, bin string, d time.Durat
 			b.Name, rs.Sub(t0).Round(time.Millisecond), run.RestartReady.Round(time.Millisecond))
 	}
 
-	// Watch until every short pod is EXITED in CRI (the delayed deletes
-	// take about 2*D), polling CRI like kubelet and scraping kubelet's
-	// metrics with a short timeout (/metrics hangs while the runtime does).
+	// Watch until every short pod is EXITED in CRI and every delayed
+	// delete has ended (about 2*D; the fork reports EXITED before), polling
+	// CRI like kubelet and scraping kubelet's metrics with a short timeout
+	// (/metrics hangs while the runtime does).
 	deadline := t0.Add(2*d + 2*time.Minute)
 	lastScrape := time.Time{}
 	for time.Now().Before(deadline) {
 		if starts.poll(ctx, node) && run.Exited == 0 {
 			run.Exited = time.Since(t0)
+		}
+		if run.Exited != 0 && fault.AllSettled(delays, "umount2", time.Second) {
 			break
 		}
 		if time.Since(lastScrape) >= 5*time.Second {

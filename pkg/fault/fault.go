@@ -280,3 +280,13 @@ func (f *Delay) Settled(syscallName string, quiet time.Duration) (bool, error) {
 	}
 	return finished > 0 && finished >= entered && time.Since(last) >= quiet, nil
 }
+
+// AllSettled reports whether every delay is Settled for syscallName.
+func AllSettled(delays []*Delay, syscallName string, quiet time.Duration) bool {
+	for _, d := range delays {
+		if ok, err := d.Settled(syscallName, quiet); err != nil || !ok {
+			return false
+		}
+	}
+	return true
+}

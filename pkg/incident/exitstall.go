@@ -221,7 +221,7 @@ func (s ExitStall) Run(ctx context.Context, build string, node *Node, dir string
 	// before the cleanup; watching on through it shows that nothing changes
 	// when the cleanup ends.
 	deadline := res.KilledAt.Add(2*s.Delay + time.Minute)
-	for restartErr == nil && ctx.Err() == nil && time.Now().Before(deadline) && !(allExited(cs) && settled(delays)) {
+	for restartErr == nil && ctx.Err() == nil && time.Now().Before(deadline) && !(allExited(cs) && fault.AllSettled(delays, "umount2", time.Second)) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second) // a few relists after the exit
@@ -351,16 +351,6 @@ func (c *stalledContainer) record(st *runtimeapi.ContainerStatus) {
 		c.res.Reason = st.Reason
 		c.res.FinishedAt = time.Unix(0, st.FinishedAt)
 	}
-}
-
-// settled reports whether every shim has finished its delayed unmounts.
-func settled(delays []*fault.Delay) bool {
-	for _, d := range delays {
-		if ok, err := d.Settled("umount2", time.Second); err != nil || !ok {
-			return false
-		}
-	}
-	return true
 }
 
 func allExited(cs []*stalledContainer) bool {
