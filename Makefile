@@ -9,7 +9,7 @@ DESTDIR ?=
 BUILD := build/$(LINE)
 GO ?= go
 
-.PHONY: all tree patches binaries runc install release test test-line test-unit test-tree integration kubelet test-kubelet e2e demo rebase setup bench bench-quick clean
+.PHONY: all tree patches binaries runc install release test test-line test-unit test-tree integration kubelet test-kubelet critest conformance e2e demo rebase setup bench bench-quick clean
 
 all: binaries
 
@@ -57,13 +57,13 @@ demo: setup binaries
 test: setup test-unit
 	set -e; for l in $(LINES); do $(MAKE) --no-print-directory test-line LINE=$$l; done
 
-## test-line: one line's in-tree, integration, kubelet and benchmark smoke tests
-test-line: test-tree integration test-kubelet bench-quick
+## test-line: one line's in-tree, integration, kubelet, conformance and benchmark smoke tests
+test-line: test-tree integration test-kubelet conformance bench-quick
 
 ## test-unit: our harness's unit tests and go vet
 test-unit:
 	$(GO) vet ./...
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /integration -e /snapshots)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /integration -e /snapshots -e /conformance)
 
 ## test-tree: in-tree tests of every package the series touches (patched tree, -race)
 test-tree: tree
@@ -86,6 +86,17 @@ KUBELET_DELAY ?= 30s
 test-kubelet: binaries kubelet
 	STEADY_LINE=$(LINE) STEADY_KUBELET="$$(script/kubelet.sh $(LINE) $(KUBELET))" STEADY_KUBELET_DELAY=$(KUBELET_DELAY) \
 		$(GO) test -count=1 -v -timeout 40m -run '^TestKubelet$$' ./integration/
+
+## critest: build cri-tools' critest (the line's 'critest' version), its ginkgo and crane
+## into build/critest/<version>/ (once; cached)
+critest:
+	script/critest.sh $(LINE)
+
+## conformance: critest on upstream, the fork and the fork with volatile_rootfs, offline in a
+## private network namespace, judged spec by spec (root)
+conformance: setup binaries
+	STEADY_LINE=$(LINE) STEADY_CRITEST="$$(script/critest.sh $(LINE))" \
+		$(GO) test -count=1 -v -timeout 80m ./conformance/
 
 ## e2e: the kubelet scenarios with the full umount2 delay
 e2e:

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Install what the tests and the demo need from Debian's packages, if missing:
 # busybox-static (offline images), strace (fault injection), curl and procps
-# (contrib/diag reads the metrics and the process tree with them), and gcc,
+# (contrib/diag reads the metrics and the process tree with them), gcc,
 # pkg-config and libseccomp-dev to build each line's pinned runc
-# (script/runc.sh). Go itself must already be installed.
+# (script/runc.sh), and for the conformance suite (make conformance) the CNI
+# plugins (containernetworking-plugins), iproute2 for its private network
+# namespace and iptables for the portmap plugin. Go itself must already be
+# installed.
 set -euo pipefail
 
 missing=()
@@ -15,6 +18,9 @@ command -v strace >/dev/null || missing+=(strace)
 command -v git >/dev/null || missing+=(git)
 command -v curl >/dev/null || missing+=(curl)
 command -v ps >/dev/null || missing+=(procps)
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

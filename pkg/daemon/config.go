@@ -20,22 +20,28 @@ type Paths struct {
 	Opt      string
 	Config   string
 	Log      string
+	// NRIPlugins and NRIConf are NRI's plugin and plugin config dirs,
+	// used when NRI is enabled (Options.NRISocket).
+	NRIPlugins string
+	NRIConf    string
 }
 
 func newPaths(dir string) Paths {
 	return Paths{
-		Dir:      dir,
-		Root:     dir + "/root",
-		State:    dir + "/state",
-		Address:  dir + "/containerd.sock",
-		TTRPC:    dir + "/containerd.sock.ttrpc",
-		Debug:    dir + "/debug.sock",
-		RuncRoot: dir + "/runc",
-		CNIBin:   dir + "/cni/bin",
-		CNIConf:  dir + "/cni/conf",
-		Opt:      dir + "/opt",
-		Config:   dir + "/config.toml",
-		Log:      dir + "/containerd.log",
+		Dir:        dir,
+		Root:       dir + "/root",
+		State:      dir + "/state",
+		Address:    dir + "/containerd.sock",
+		TTRPC:      dir + "/containerd.sock.ttrpc",
+		Debug:      dir + "/debug.sock",
+		RuncRoot:   dir + "/runc",
+		CNIBin:     dir + "/cni/bin",
+		CNIConf:    dir + "/cni/conf",
+		Opt:        dir + "/opt",
+		Config:     dir + "/config.toml",
+		Log:        dir + "/containerd.log",
+		NRIPlugins: dir + "/nri/plugins",
+		NRIConf:    dir + "/nri/conf",
 	}
 }
 
@@ -64,7 +70,14 @@ const servers = `{{define "servers"}}
   path = "{{.Opt}}"
 
 [plugins."io.containerd.nri.v1.nri"]
+{{- if .NRISocket}}
+  disable = false
+  socket_path = "{{.NRISocket}}"
+  plugin_path = "{{.NRIPlugins}}"
+  plugin_config_path = "{{.NRIConf}}"
+{{- else}}
   disable = true
+{{- end}}
 {{end}}`
 
 // runc is the default CRI runtime handler "runc" with the line's runc
@@ -95,6 +108,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{{.CNIBin}}"
     conf_dir = "{{.CNIConf}}"
+{{- with .RegistryConfigPath}}
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{{.}}"
+{{- end}}
   [{{.RuntimeTable}}]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -113,6 +130,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "{{.SandboxImage}}"
+{{- with .RegistryConfigPath}}
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "{{.}}"
+{{- end}}
 
 [plugins."io.containerd.cri.v1.runtime"]
   restrict_oom_score_adj = true

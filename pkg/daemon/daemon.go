@@ -43,6 +43,20 @@ type Options struct {
 	RuntimeExtra string
 	// Extra is TOML appended to the configuration.
 	Extra string
+	// NetNS, when set, is the path of a network namespace (/run/netns/X)
+	// the daemon runs in, and with it its shims, CNI plugins and containers.
+	NetNS string
+	// CNIBinDir, when set, holds the CNI plugins (instead of an empty
+	// private directory), and CNIConfList is written into the private CNI
+	// configuration directory as the pod network.
+	CNIBinDir   string
+	CNIConfList string
+	// RegistryConfigPath, when set, is the CRI's registry config_path: a
+	// directory of <host>/hosts.toml files.
+	RegistryConfigPath string
+	// NRISocket, when set, enables NRI with its socket at that path (and
+	// private plugin directories); NRI is disabled otherwise.
+	NRISocket string
 	// ReadyTimeout bounds the wait for CRI to answer; 30 s when zero.
 	ReadyTimeout time.Duration
 }
@@ -74,9 +88,17 @@ func Start(ctx context.Context, dir string, opts Options) (*Daemon, error) {
 		opts.Runc = runc
 	}
 	d := &Daemon{Paths: newPaths(dir), opts: opts}
-	for _, p := range []string{d.Root, d.State, d.RuncRoot, d.CNIBin, d.CNIConf, d.Opt} {
+	if opts.CNIBinDir != "" {
+		d.CNIBin = opts.CNIBinDir
+	}
+	for _, p := range []string{d.Root, d.State, d.RuncRoot, d.CNIBin, d.CNIConf, d.Opt, d.NRIPlugins, d.NRIConf} {
 		if err := os.MkdirAll(p, 0o711); err != nil {
 			return nil, fmt.Errorf("daemon: %w", err)
+		}
+	}
+	if opts.CNIConfList != "" {
+		if err := os.WriteFile(filepath.Join(d.CNIConf, "10-steady.conflist"), []byte(opts.CNIConfList), 0o644); err != nil {
+			return nil, fmt.Errorf("daemon: write CNI configuration: %w", err)
 		}
 	}
 	cfg, err := renderConfig(d.Paths, opts)
@@ -108,7 +130,12 @@ func (d *Daemon) Options() Options { return d.opts }
 
 // launch starts the containerd process without waiting for it.
 func (d *Daemon) launch() error {
-	cmd := exec.Command(filepath.Join(d.opts.BinDir, "containerd"), "--config", d.Config)
+	argv := []string{filepath.Join(d.opts.BinDir, "containerd"), "--config", d.Config}
+	if d.opts.NetNS != "" {
+		// nsenter execs containerd in place: the PID stays the daemon's.
+		argv = append([]string{"nsenter", "--net=" + d.opts.NetNS, "--"}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "PATH="+d.opts.BinDir+":"+os.Getenv("PATH"))
 	p, err := proc.Start(cmd, d.Log)
 	if err != nil {

@@ -43,6 +43,34 @@ func TestRenderConfig(t *testing.T) {
 	assert.ErrorContains(t, err, "no CRI runtime table")
 }
 
+// The conformance suite's options: NRI with a private socket and plugin
+// dirs, and a registry config_path in the line's image table; without them
+// NRI is off and no registry table is written.
+func TestRenderConfigConformance(t *testing.T) {
+	p := newPaths("/tmp/d")
+	for _, tc := range []struct {
+		line     string
+		registry string
+	}{
+		{"v1.7", `[plugins."io.containerd.grpc.v1.cri".registry]` + "\n    config_path = \"/tmp/d/certs.d\""},
+		{"v2.3", `[plugins."io.containerd.cri.v1.images".registry]` + "\n    config_path = \"/tmp/d/certs.d\""},
+	} {
+		l, err := line.Load(line.RepoRoot(), tc.line)
+		require.NoError(t, err)
+		opts := Options{ConfigVersion: l.ConfigVersion, RuntimeTable: l.CRIRuntimeTable, SandboxImage: "pause:1", Runc: "/usr/sbin/runc"}
+		plain, err := renderConfig(p, opts)
+		require.NoError(t, err)
+		assert.Contains(t, string(plain), "[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true\n", "line %s", tc.line)
+		assert.NotContains(t, string(plain), "config_path", "line %s", tc.line)
+
+		opts.RegistryConfigPath, opts.NRISocket = "/tmp/d/certs.d", "/tmp/d/nri.sock"
+		cfg, err := renderConfig(p, opts)
+		require.NoError(t, err)
+		assert.Contains(t, string(cfg), tc.registry, "line %s", tc.line)
+		assert.Contains(t, string(cfg), "  disable = false\n  socket_path = \"/tmp/d/nri.sock\"\n  plugin_path = \"/tmp/d/nri/plugins\"\n  plugin_config_path = \"/tmp/d/nri/conf\"\n", "line %s", tc.line)
+	}
+}
+
 func TestUnescapeMountPath(t *testing.T) {
 	for in, want := range map[string]string{
 		`/a/b`:        "/a/b",

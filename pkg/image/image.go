@@ -37,6 +37,12 @@ type Image struct {
 	// image mounts an overlay (a first layer alone is unpacked through a
 	// bind mount). Their parent directories are created in that layer.
 	Files map[string]string
+	// Modes give the mode of a file in Files, 0644 when absent; e.g.
+	// 04755 for a setuid-root program. Files are owned by root.
+	Modes map[string]int64
+	// User is the image config's default user (a Dockerfile's USER),
+	// e.g. "1002", "www-data" or "1003:1003".
+	User string
 }
 
 // Busybox image: a shell and the core applets, no default command.
@@ -55,34 +61,68 @@ var epoch = time.Unix(0, 0).UTC()
 
 // Build writes an OCI image-layout tar for img into dir and returns its path.
 func Build(dir string, img Image, busybox string) (string, error) {
-	if img.Name == "" {
-		return "", fmt.Errorf("image has no name")
-	}
-	bin, err := os.ReadFile(busybox)
-	if err != nil {
-		return "", fmt.Errorf("read busybox (install Debian's busybox-static): %w", err)
-	}
-	applets, err := listApplets(busybox)
+	entries, err := layoutEntries(img, busybox)
 	if err != nil {
 		return "", err
-	}
-	layer, diffID, err := rootfsLayer(bin, applets)
-	if err != nil {
-		return "", err
-	}
-	layers, diffIDs := [][]byte{layer}, []string{diffID}
-	if len(img.Files) > 0 {
-		layer, diffID, err := filesLayer(img.Files)
-		if err != nil {
-			return "", err
-		}
-		layers, diffIDs = append(layers, layer), append(diffIDs, diffID)
 	}
 	path := filepath.Join(dir, safeName(img.Name)+".tar")
-	if err := writeLayout(path, img, layers, diffIDs); err != nil {
+	if err := writeLayoutTar(path, entries); err != nil {
 		return "", fmt.Errorf("write image %s: %w", img.Name, err)
 	}
 	return path, nil
+}
+
+// BuildLayout writes img as an OCI image layout directory below dir (the
+// form 'crane push' reads) and returns the directory.
+func BuildLayout(dir string, img Image, busybox string) (string, error) {
+	entries, err := layoutEntries(img, busybox)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, safeName(img.Name))
+	for _, e := range entries {
+		name := filepath.Join(path, e.name)
+		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			return "", fmt.Errorf("write image %s: %w", img.Name, err)
+		}
+		if err := os.WriteFile(name, e.data, 0o644); err != nil {
+			return "", fmt.Errorf("write image %s: %w", img.Name, err)
+		}
+	}
+	return path, nil
+}
+
+// layoutEntries builds img's layers and returns the files of its OCI
+// image layout: oci-layout, index.json and the blobs.
+func layoutEntries(img Image, busybox string) ([]entry, error) {
+	if img.Name == "" {
+		return nil, fmt.Errorf("image has no name")
+	}
+	bin, err := os.ReadFile(busybox)
+	if err != nil {
+		return nil, fmt.Errorf("read busybox (install Debian's busybox-static): %w", err)
+	}
+	applets, err := listApplets(busybox)
+	if err != nil {
+		return nil, err
+	}
+	layer, diffID, err := rootfsLayer(bin, applets)
+	if err != nil {
+		return nil, err
+	}
+	layers, diffIDs := [][]byte{layer}, []string{diffID}
+	if len(img.Files) > 0 {
+		layer, diffID, err := filesLayer(img.Files, img.Modes)
+		if err != nil {
+			return nil, err
+		}
+		layers, diffIDs = append(layers, layer), append(diffIDs, diffID)
+	}
+	entries, err := layout(img, layers, diffIDs)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", img.Name, err)
+	}
+	return entries, nil
 }
 
 func listApplets(busybox string) ([]string, error) {
@@ -137,9 +177,9 @@ func rootfsLayer(busybox []byte, applets []string) ([]byte, string, error) {
 	return gzipLayer(raw.Bytes())
 }
 
-// filesLayer returns a gzipped layer holding files and their parent
-// directories, and the digest of its uncompressed tar.
-func filesLayer(files map[string]string) ([]byte, string, error) {
+// filesLayer returns a gzipped layer holding files, with their modes, and
+// their parent directories, and the digest of its uncompressed tar.
+func filesLayer(files map[string]string, modes map[string]int64) ([]byte, string, error) {
 	names := make([]string, 0, len(files))
 	for name := range files {
 		names = append(names, strings.TrimPrefix(name, "/"))
@@ -163,7 +203,14 @@ func filesLayer(files map[string]string) ([]byte, string, error) {
 		if !ok {
 			content = files["/"+name]
 		}
-		if err := writeFile(tw, name, []byte(content), 0o644); err != nil {
+		mode, ok := modes[name]
+		if !ok {
+			mode, ok = modes["/"+name]
+		}
+		if !ok {
+			mode = 0o644
+		}
+		if err := writeFile(tw, name, []byte(content), mode); err != nil {
 			return nil, "", err
 		}
 	}
@@ -211,13 +258,23 @@ type descriptor struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
-// writeLayout writes an OCI image layout (oci-layout, index.json, blobs) as a tar.
-func writeLayout(path string, img Image, layers [][]byte, diffIDs []string) error {
+// entry is one file of an OCI image layout.
+type entry struct {
+	name string
+	data []byte
+}
+
+// layout returns the files of the OCI image layout of img with layers:
+// oci-layout, index.json (naming the image) and the blobs.
+func layout(img Image, layers [][]byte, diffIDs []string) ([]entry, error) {
 	imgConfig := map[string]any{
 		"Env":        []string{"PATH=/bin"},
 		"Entrypoint": img.Entrypoint,
 		"Cmd":        img.Cmd,
 		"WorkingDir": "/",
+	}
+	if img.User != "" {
+		imgConfig["User"] = img.User
 	}
 	if len(img.Volumes) > 0 {
 		volumes := map[string]struct{}{}
@@ -234,7 +291,7 @@ func writeLayout(path string, img Image, layers [][]byte, diffIDs []string) erro
 		"rootfs":       map[string]any{"type": "layers", "diff_ids": diffIDs},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	manifest, err := json.Marshal(map[string]any{
 		"schemaVersion": 2,
@@ -243,7 +300,7 @@ func writeLayout(path string, img Image, layers [][]byte, diffIDs []string) erro
 		"layers":        layerDescriptors(layers),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	index, err := json.Marshal(map[string]any{
 		"schemaVersion": 2,
@@ -258,30 +315,29 @@ func writeLayout(path string, img Image, layers [][]byte, diffIDs []string) erro
 		}},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	entries := []struct {
-		name string
-		data []byte
-	}{
+	entries := []entry{
 		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
 		{"index.json", index},
 		{blobPath(config), config},
 		{blobPath(manifest), manifest},
 	}
 	for _, layer := range layers {
-		entries = append(entries, struct {
-			name string
-			data []byte
-		}{blobPath(layer), layer})
+		entries = append(entries, entry{blobPath(layer), layer})
 	}
+	return entries, nil
+}
+
+// writeLayoutTar writes the layout's entries as a tar (what 'ctr images
+// import' reads).
+func writeLayoutTar(path string, entries []entry) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "blobs/sha256/", Mode: 0o755, ModTime: epoch}); err != nil {
 		return err
 	}

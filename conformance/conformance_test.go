@@ -1,0 +1,276 @@
+// Package conformance runs cri-tools' CRI validation suite (critest) on the
+// pristine upstream and the fork of one line, and on the fork again with
+// volatile_rootfs, and judges parity spec by spec: the fork must pass every
+// spec upstream passes. Everything runs offline, in a private network
+// namespace: a registry on 127.0.0.1 serving the suite's images, the
+// daemons, their CNI bridge and critest. 'make conformance' runs it.
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/containerd-steady/containerd-steady/pkg/critest"
+	"github.com/containerd-steady/containerd-steady/pkg/daemon"
+	"github.com/containerd-steady/containerd-steady/pkg/image"
+	"github.com/containerd-steady/containerd-steady/pkg/incident"
+	"github.com/containerd-steady/containerd-steady/pkg/line"
+	"github.com/containerd-steady/containerd-steady/pkg/netns"
+	"github.com/containerd-steady/containerd-steady/pkg/registry"
+)
+
+// cniConfList is the pods' network: a bridge inside the private namespace,
+// with host-local addresses and the portmap plugin for host ports. The
+// namespace has no way out, so neither do the pods.
+const cniConfList = `{
+  "cniVersion": "1.0.0",
+  "name": "steady-conformance",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}`
+
+// cniBinDir is where Debian's containernetworking-plugins installs.
+const cniBinDir = "/usr/lib/cni"
+
+// target is one build the suite runs on.
+type target struct {
+	name  string
+	build incident.Build
+	// runtimeExtra is TOML for the runc handler, e.g. volatile_rootfs.
+	runtimeExtra string
+}
+
+// suite is the shared set-up of one line's conformance run.
+type suite struct {
+	line  line.Line
+	tools string
+	dir   string
+	ns    *netns.NetNS
+	skips []critest.Skip
+}
+
+func TestConformance(t *testing.T) {
+	s := setUp(t)
+	upstream, fork := incident.Builds(s.line)
+	targets := []target{
+		{name: "upstream", build: upstream},
+		{name: "fork", build: fork},
+		{name: "fork+volatile", build: fork, runtimeExtra: "      volatile_rootfs = true"},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Minute)
+	defer cancel()
+
+	reports := map[string]*critest.Report{}
+	for _, tg := range targets {
+		rep, err := s.run(ctx, t, tg, nil)
+		require.NoError(t, err, "%s", tg.name)
+		reports[tg.name] = rep
+	}
+
+	// Parity: fork against upstream in both directions, volatile against
+	// the plain fork for what the fork passes. A difference is rerun once
+	// on both sides before it counts.
+	forkDiffs := s.settle(ctx, t, reports, targets[0], targets[1], false)
+	volatileDiffs := s.settle(ctx, t, reports, targets[1], targets[2], true)
+
+	t.Log("\n" + summary(s, reports, forkDiffs, volatileDiffs))
+	require.NoError(t, s.ns.Offline(ctx), "the namespace must still have no way out")
+	requireNRIRan(t, reports)
+	for _, d := range forkDiffs {
+		t.Errorf("fork differs from upstream: %s: upstream %s, fork %s (%s)", d.Name, d.Base.State, d.Other.State, d.Other.Reason)
+	}
+	for _, d := range volatileDiffs {
+		t.Errorf("volatile_rootfs loses a spec the fork passes: %s: %s (%s)", d.Name, d.Other.State, d.Other.Reason)
+	}
+}
+
+// setUp checks what the suite needs, creates the private namespace and the
+// registry, and pushes the suite's images.
+func setUp(t *testing.T) *suite {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the conformance suite needs root: run 'make conformance' as root")
+	}
+	l, err := line.FromEnv()
+	require.NoError(t, err)
+	tools := os.Getenv("STEADY_CRITEST")
+	if tools == "" {
+		t.Fatal("STEADY_CRITEST is not set: run 'make conformance', which builds critest (script/critest.sh)")
+	}
+	for _, b := range []string{"critest", "ginkgo", "crane"} {
+		_, err := os.Stat(filepath.Join(tools, b))
+		require.NoError(t, err, "run script/critest.sh %s", l.Name)
+	}
+	_, err = os.Stat(filepath.Join(cniBinDir, "bridge"))
+	require.NoError(t, err, "the CNI plugins are missing: run 'make setup' (Debian's containernetworking-plugins)")
+	upstream, fork := incident.Builds(l)
+	require.NoError(t, upstream.Missing())
+	require.NoError(t, fork.Missing())
+
+	// A short path: the daemons' sockets live below it.
+	dir, err := os.MkdirTemp("/tmp", "sc")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("conformance logs kept in %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ns, err := netns.Create(ctx, fmt.Sprintf("steady-ct%d", os.Getpid()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ns.Delete(context.Background()) })
+	require.NoError(t, ns.Offline(ctx))
+
+	reg, err := registry.Start(ctx, filepath.Join(tools, "crane"), ns, dir)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = reg.Stop(context.Background()) })
+	pushImages(ctx, t, reg, dir)
+	require.NoError(t, registry.WriteHosts(filepath.Join(dir, "certs.d"), registry.Hosts))
+
+	return &suite{line: l, tools: tools, dir: dir, ns: ns, skips: machineSkips()}
+}
+
+// pushImages builds the suite's images and pushes each under all its names.
+func pushImages(ctx context.Context, t *testing.T, reg *registry.Registry, dir string) {
+	t.Helper()
+	progs, err := critest.BuildPrograms(ctx, dir)
+	require.NoError(t, err)
+	layouts := filepath.Join(dir, "images")
+	for _, ti := range critest.Images(progs) {
+		path, err := image.BuildLayout(layouts, ti.Image, image.Busybox)
+		require.NoError(t, err)
+		for _, ref := range ti.Refs {
+			_, err := reg.Push(ctx, path, ref)
+			require.NoError(t, err)
+		}
+	}
+}
+
+// machineSkips are the specs this machine cannot run, whatever the build.
+func machineSkips() []critest.Skip {
+	var skips []critest.Skip
+	if b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled"); err != nil || !strings.HasPrefix(string(b), "Y") {
+		skips = append(skips, critest.Skip{Pattern: "AppArmor", Reason: "this kernel has no AppArmor (/sys/module/apparmor/parameters/enabled)"})
+	}
+	return skips
+}
+
+// run starts a daemon of tg in the namespace, runs critest (only the specs
+// in focus when set) and removes the daemon and all it started.
+func (s *suite) run(ctx context.Context, t *testing.T, tg target, focus []string) (*critest.Report, error) {
+	t.Helper()
+	name := strings.NewReplacer("+", "-").Replace(tg.name)
+	if len(focus) > 0 {
+		name += "-rerun"
+	}
+	dir := filepath.Join(s.dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	opts := tg.build.DaemonOptions(daemon.Options{
+		SandboxImage:       critest.SandboxImage,
+		NetNS:              s.ns.Path,
+		CNIBinDir:          cniBinDir,
+		CNIConfList:        cniConfList,
+		RegistryConfigPath: filepath.Join(s.dir, "certs.d"),
+		NRISocket:          filepath.Join(dir, "nri.sock"),
+		RuntimeExtra:       tg.runtimeExtra,
+		ReadyTimeout:       time.Minute,
+	})
+	d, err := daemon.Start(ctx, dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", tg.name, err)
+	}
+	defer func() {
+		if err := d.Cleanup(context.Background()); err != nil {
+			t.Logf("%s: cleanup: %v", tg.name, err)
+		}
+	}()
+	start := time.Now()
+	rep, err := critest.Run{
+		Tools: s.tools, Endpoint: d.Address, NetNS: s.ns, NRISocket: opts.NRISocket,
+		Dir: filepath.Join(dir, "critest"), Parallel: 4, Skips: s.skips, Focus: focus,
+		Timeout: 30 * time.Minute,
+	}.Exec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w\ncontainerd log:\n%s", tg.name, err, d.LogTail(30))
+	}
+	t.Logf("%s: %d passed, %d failed, %d skipped in %s", tg.name, rep.Count(critest.Passed), rep.Count(critest.Failed), rep.Count(critest.Skipped), time.Since(start).Round(time.Second))
+	return rep, nil
+}
+
+// settle compares other against base and reruns the differing specs once
+// on both builds, merging the reruns into the reports; what still differs
+// is returned.
+func (s *suite) settle(ctx context.Context, t *testing.T, reports map[string]*critest.Report, base, other target, regressionsOnly bool) []critest.Difference {
+	t.Helper()
+	diffs := critest.Diff(reports[base.name], reports[other.name], regressionsOnly)
+	if len(diffs) == 0 {
+		return nil
+	}
+	var focus []string
+	for _, d := range diffs {
+		t.Logf("%s and %s differ on %q (%s: %s, %s: %s); rerunning it once", base.name, other.name, d.Name, base.name, d.Base.State, other.name, d.Other.State)
+		focus = append(focus, leaf(d))
+	}
+	for _, tg := range []target{base, other} {
+		rep, err := s.run(ctx, t, tg, focus)
+		require.NoError(t, err, "rerun on %s", tg.name)
+		reports[tg.name] = reports[tg.name].Merge(rep)
+	}
+	return critest.Diff(reports[base.name], reports[other.name], regressionsOnly)
+}
+
+func leaf(d critest.Difference) string {
+	if d.Base.Leaf != "" {
+		return d.Base.Leaf
+	}
+	return d.Other.Leaf
+}
+
+// requireNRIRan fails unless every build ran the NRI specs: not one of them
+// may be skipped for want of an NRI socket.
+func requireNRIRan(t *testing.T, reports map[string]*critest.Report) {
+	t.Helper()
+	for name, rep := range reports {
+		n := 0
+		for spec, sp := range rep.Specs {
+			if !strings.HasPrefix(spec, "[k8s.io] NRI ") {
+				continue
+			}
+			n++
+			require.NotContains(t, sp.Reason, "NRI socket not configured", "%s: %s", name, spec)
+		}
+		require.NotZero(t, n, "%s: the report has no NRI specs", name)
+	}
+}
+
+func summary(s *suite, reports map[string]*critest.Report, forkDiffs, volatileDiffs []critest.Difference) string {
+	title := fmt.Sprintf("critest %s on line %s: upstream %s, fork %s", s.line.Critest, s.line.Name, s.line.Version, s.line.ForkVersion())
+	cols := []critest.Column{
+		{Name: "upstream", Report: reports["upstream"]},
+		{Name: "fork", Report: reports["fork"]},
+		{Name: "fork+volatile", Report: reports["fork+volatile"]},
+	}
+	return critest.Summary(title, cols, append(append([]critest.Difference{}, forkDiffs...), volatileDiffs...), s.skips)
+}

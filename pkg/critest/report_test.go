@@ -1,0 +1,123 @@
+package critest
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A ginkgo JSON report as critest writes it: suite nodes are not specs,
+// ginkgo's states fold into passed, failed and skipped, and a spec skipped
+// by -ginkgo.skip (no message) is told from one that skipped itself.
+const sampleReport = `[{"SuitePath": "/x", "SpecReports": [
+ {"ContainerHierarchyTexts": null, "LeafNodeText": "", "LeafNodeType": "SynchronizedBeforeSuite", "State": "passed"},
+ {"ContainerHierarchyTexts": ["[k8s.io] Image Manager"], "LeafNodeText": "public image with tag should be pulled and removed [Conformance]", "LeafNodeType": "It", "State": "passed"},
+ {"ContainerHierarchyTexts": ["[k8s.io] Image Manager"], "LeafNodeText": "public image with digest should be pulled and removed [Conformance]", "LeafNodeType": "It", "State": "failed",
+  "Failure": {"Message": "failed to pull image\nUnexpected error:\n    <*status.Error | 0x1>: \n    rpc error: code = NotFound desc = failed to pull and unpack image \"x@sha256:9700\": not found\n    {\n"}},
+ {"ContainerHierarchyTexts": ["[k8s.io] PodSandbox", "runtime should support metrics operations"], "LeafNodeText": "runtime should support listing pod sandbox metrics [Conformance]", "LeafNodeType": "It", "State": "timedout",
+  "Failure": {"Message": "Expected container_threads metrics to be present and they were not\nExpected\n    <[]string | len:1, cap:1>: [\"container_threads\"]\nto be empty"}},
+ {"ContainerHierarchyTexts": ["[k8s.io] AppArmor"], "LeafNodeText": "should enforce", "LeafNodeType": "It", "State": "skipped"},
+ {"ContainerHierarchyTexts": ["[k8s.io] NRI"], "LeafNodeText": "sync", "LeafNodeType": "It", "State": "skipped", "Failure": {"Message": "spec discrepancy: containerd loses containers"}}
+]}]`
+
+func writeReport(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "report.json")
+	require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
+	return p
+}
+
+func TestReadReport(t *testing.T) {
+	r, err := ReadReport(writeReport(t, sampleReport))
+	require.NoError(t, err)
+	require.Len(t, r.Specs, 5)
+	assert.Equal(t, 1, r.Count(Passed))
+	assert.Equal(t, 2, r.Count(Failed))
+	assert.Equal(t, 2, r.Count(Skipped))
+
+	digest := r.Specs["[k8s.io] Image Manager public image with digest should be pulled and removed [Conformance]"]
+	assert.Equal(t, Failed, digest.State)
+	assert.Equal(t, `failed to pull image: failed to pull and unpack image "x@sha256:9700": not found`, digest.Reason)
+	metrics := r.Specs["[k8s.io] PodSandbox runtime should support metrics operations runtime should support listing pod sandbox metrics [Conformance]"]
+	assert.Equal(t, Failed, metrics.State, "timedout is a failure")
+	assert.Contains(t, metrics.Reason, `["container_threads"] to be empty`)
+	assert.True(t, r.Specs["[k8s.io] AppArmor should enforce"].Filtered)
+	assert.False(t, r.Specs["[k8s.io] NRI sync"].Filtered)
+	assert.Equal(t, "spec discrepancy: containerd loses containers", r.Specs["[k8s.io] NRI sync"].Reason)
+
+	_, err = ReadReport(writeReport(t, `[{"SpecReports": []}]`))
+	assert.ErrorContains(t, err, "holds no specs")
+	_, err = ReadReport(writeReport(t, `{`))
+	assert.Error(t, err)
+}
+
+func report(states map[string]State) *Report {
+	r := &Report{Specs: map[string]Spec{}}
+	for n, st := range states {
+		r.Specs[n] = Spec{Name: n, Leaf: n, State: st}
+	}
+	return r
+}
+
+func TestDiff(t *testing.T) {
+	base := report(map[string]State{"a": Passed, "b": Failed, "c": Skipped, "d": Passed, "e": Passed})
+	other := report(map[string]State{"a": Passed, "b": Passed, "c": Skipped, "d": Failed, "f": Passed})
+	for _, tc := range []struct {
+		regressionsOnly bool
+		want            []string
+	}{
+		{false, []string{"b", "d", "e", "f"}},
+		{true, []string{"d", "e"}},
+	} {
+		var got []string
+		for _, d := range Diff(base, other, tc.regressionsOnly) {
+			got = append(got, d.Name)
+		}
+		assert.Equal(t, tc.want, got, "regressionsOnly=%v", tc.regressionsOnly)
+	}
+	assert.Empty(t, Diff(base, base, false))
+}
+
+func TestMergeAndFailedOnAll(t *testing.T) {
+	first := report(map[string]State{"a": Passed, "b": Failed, "c": Failed})
+	rerun := &Report{Specs: map[string]Spec{
+		"b": {Name: "b", State: Passed},
+		"a": {Name: "a", State: Skipped, Filtered: true}, // not focused
+	}}
+	merged := first.Merge(rerun)
+	assert.Equal(t, Passed, merged.Specs["a"].State)
+	assert.Equal(t, Passed, merged.Specs["b"].State)
+	assert.Equal(t, Failed, first.Specs["b"].State, "Merge does not change its receiver")
+
+	other := report(map[string]State{"a": Failed, "b": Failed, "c": Failed})
+	var names []string
+	for _, s := range FailedOnAll(merged, other) {
+		names = append(names, s.Name)
+	}
+	assert.Equal(t, []string{"c"}, names)
+}
+
+func TestSummary(t *testing.T) {
+	up := report(map[string]State{"a": Passed, "digest spec": Failed})
+	up.Specs["digest spec"] = Spec{Name: "digest spec", State: Failed, Reason: "failed to pull image"}
+	fork := report(map[string]State{"a": Passed, "digest spec": Failed})
+	out := Summary("title", []Column{{"upstream", up}, {"fork", fork}}, nil, []Skip{{Pattern: "AppArmor", Reason: "no AppArmor"}})
+	assert.Contains(t, out, "passed   1         1")
+	assert.Contains(t, out, "differing specs (after one rerun): 0")
+	assert.Contains(t, out, "failed on every build: 1\n  - digest spec\n      needs "+DigestImage)
+	assert.Contains(t, out, `"AppArmor": no AppArmor`)
+}
+
+func TestRunArgs(t *testing.T) {
+	args := Run{Endpoint: "/s/c.sock", NRISocket: "/s/nri.sock", Parallel: 4, Timeout: 30 * 60e9,
+		Skips: []Skip{{Pattern: "AppArmor"}}, Focus: []string{"runtime should support HostPID", "a [b] (c)"}}.args("/r.json")
+	assert.Equal(t, []string{
+		"-runtime-endpoint=unix:///s/c.sock", "-image-endpoint=unix:///s/c.sock", "-parallel=4",
+		"-ginkgo.json-report=/r.json", "-ginkgo.no-color", "-ginkgo.timeout=30m0s",
+		"-nri-socket=/s/nri.sock", "-ginkgo.skip=AppArmor",
+		`-ginkgo.focus=runtime should support HostPID|a \[b\] \(c\)`,
+	}, args)
+}
