@@ -113,7 +113,7 @@ func setUp(t *testing.T) *suite {
 	if tools == "" {
 		t.Fatal("STEADY_CRITEST is not set: run 'make conformance', which builds critest (script/critest.sh)")
 	}
-	for _, b := range []string{"critest", "ginkgo", "crane"} {
+	for _, b := range []string{"critest", "ginkgo", "crane", "busybox"} {
 		_, err := os.Stat(filepath.Join(tools, b))
 		require.NoError(t, err, "run script/critest.sh %s", l.Name)
 	}
@@ -144,20 +144,21 @@ func setUp(t *testing.T) *suite {
 	reg, err := registry.Start(ctx, filepath.Join(tools, "crane"), ns, dir)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = reg.Stop(context.Background()) })
-	pushImages(ctx, t, reg, dir)
+	pushImages(ctx, t, reg, dir, filepath.Join(tools, "busybox"))
 	require.NoError(t, registry.WriteHosts(filepath.Join(dir, "certs.d"), registry.Hosts))
 
 	return &suite{line: l, tools: tools, dir: dir, ns: ns, skips: machineSkips()}
 }
 
-// pushImages builds the suite's images and pushes each under all its names.
-func pushImages(ctx context.Context, t *testing.T, reg *registry.Registry, dir string) {
+// pushImages builds the suite's images from busybox and pushes each under
+// all its names.
+func pushImages(ctx context.Context, t *testing.T, reg *registry.Registry, dir, busybox string) {
 	t.Helper()
 	progs, err := critest.BuildPrograms(ctx, dir)
 	require.NoError(t, err)
 	layouts := filepath.Join(dir, "images")
 	for _, ti := range critest.Images(progs) {
-		path, err := image.BuildLayout(layouts, ti.Image, image.Busybox)
+		path, err := image.BuildLayout(layouts, ti.Image, busybox)
 		require.NoError(t, err)
 		for _, ref := range ti.Refs {
 			_, err := reg.Push(ctx, path, ref)

@@ -8,7 +8,13 @@
 #     ginkgo   the ginkgo CLI of the version cri-tools requires, which
 #              critest runs for its -parallel nodes;
 #     crane    go-containerregistry's crane (CRANE_VERSION), which serves the
-#              offline registry on 127.0.0.1 and pushes the test images.
+#              offline registry on 127.0.0.1 and pushes the test images;
+#     busybox  Debian's dynamically linked busybox, the base of the test
+#              images, from the package downloaded (not installed: it
+#              conflicts with busybox-static). Its shell runs commands by
+#              exec, as the suite's busybox image does, where
+#              busybox-static's runs its applets in-process (the
+#              MaskedPaths spec tells them apart).
 #
 # The cri-tools version is the line's 'critest' field in patches/LINE/UPSTREAM.
 # A second run finds the binaries and builds nothing.
@@ -24,7 +30,7 @@ OUT_DIR="${ROOT}/build/critest/${CRITEST_VERSION}"
 export PATH="/usr/local/go/bin:${PATH}"
 export CGO_ENABLED=0 GOFLAGS=-trimpath
 
-if [ -x "${OUT_DIR}/critest" ] && [ -x "${OUT_DIR}/ginkgo" ] && [ -x "${OUT_DIR}/crane" ]; then
+if [ -x "${OUT_DIR}/critest" ] && [ -x "${OUT_DIR}/ginkgo" ] && [ -x "${OUT_DIR}/crane" ] && [ -x "${OUT_DIR}/busybox" ]; then
 	echo "$OUT_DIR"
 	exit 0
 fi
@@ -51,6 +57,16 @@ mv "${OUT_DIR}/ginkgo.tmp" "${OUT_DIR}/ginkgo"
 
 # 3. crane, from its own module.
 GOBIN="$OUT_DIR" go install "github.com/google/go-containerregistry/cmd/crane@${CRANE_VERSION}"
+
+# 4. busybox from Debian's package.
+deb_dir=$(mktemp -d)
+trap 'rm -rf "$deb_dir"' EXIT
+(
+	cd "$deb_dir"
+	apt-get download busybox >/dev/null 2>&1 || { apt-get update -qq && apt-get download busybox; }
+	dpkg-deb -x busybox_*.deb root
+)
+install -m 0755 "${deb_dir}/root/bin/busybox" "${OUT_DIR}/busybox"
 
 "${OUT_DIR}/critest" -version >&2
 "${OUT_DIR}/crane" version >&2

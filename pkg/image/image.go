@@ -1,5 +1,7 @@
-// Package image builds small OCI images offline from the host's statically
-// linked busybox, so tests never contact a registry.
+// Package image builds small OCI images offline from a busybox binary of
+// the host (Debian's statically linked busybox-static by default; a
+// dynamically linked busybox brings its shared libraries along), so tests
+// never contact a registry.
 package image
 
 import (
@@ -106,7 +108,11 @@ func layoutEntries(img Image, busybox string) ([]entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	layer, diffID, err := rootfsLayer(bin, applets)
+	libs, err := sharedLibraries(busybox)
+	if err != nil {
+		return nil, err
+	}
+	layer, diffID, err := rootfsLayer(bin, applets, libs)
 	if err != nil {
 		return nil, err
 	}
@@ -140,12 +146,49 @@ func listApplets(busybox string) ([]string, error) {
 	return applets, nil
 }
 
-// rootfsLayer returns the gzipped layer and the digest of its uncompressed tar.
-func rootfsLayer(busybox []byte, applets []string) ([]byte, string, error) {
+// sharedLibraries returns the shared libraries a dynamically linked
+// binary loads, by the path it loads them from, as ldd lists them; none
+// for a static binary.
+func sharedLibraries(bin string) ([]string, error) {
+	out, err := exec.Command("ldd", bin).CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "not a dynamic executable") {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("ldd %s: %w: %s", bin, err, out)
+	}
+	var libs []string
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			libs = append(libs, f[2]) // libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			libs = append(libs, f[0]) // the loader: /lib64/ld-linux-x86-64.so.2 (0x...)
+		}
+	}
+	sort.Strings(libs)
+	return libs, nil
+}
+
+// rootfsLayer returns the gzipped layer and the digest of its uncompressed
+// tar: busybox with every applet a hard link to it (as busybox's own image
+// has them, so that masking one applet's path masks only that one), the
+// shared libraries libs at their host paths, and /etc/passwd and group.
+func rootfsLayer(busybox []byte, applets, libs []string) ([]byte, string, error) {
 	var raw bytes.Buffer
 	tw := tar.NewWriter(&raw)
 	dirs := []string{"bin", "dev", "etc", "proc", "sys", "tmp", "root", "var"}
-	for _, d := range dirs {
+	for _, lib := range libs {
+		for d := filepath.Dir(strings.TrimPrefix(lib, "/")); d != "."; d = filepath.Dir(d) {
+			dirs = append(dirs, d)
+		}
+	}
+	sort.Strings(dirs)
+	for i, d := range dirs {
+		if i > 0 && dirs[i-1] == d {
+			continue
+		}
 		mode := int64(0o755)
 		if d == "tmp" {
 			mode = 0o1777
@@ -158,7 +201,16 @@ func rootfsLayer(busybox []byte, applets []string) ([]byte, string, error) {
 		return nil, "", err
 	}
 	for _, a := range applets {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777, ModTime: epoch}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeLink, Name: "bin/" + a, Linkname: "bin/busybox", Mode: 0o755, ModTime: epoch}); err != nil {
+			return nil, "", err
+		}
+	}
+	for _, lib := range libs {
+		b, err := os.ReadFile(lib)
+		if err != nil {
+			return nil, "", fmt.Errorf("read busybox's library: %w", err)
+		}
+		if err := writeFile(tw, strings.TrimPrefix(lib, "/"), b, 0o755); err != nil {
 			return nil, "", err
 		}
 	}

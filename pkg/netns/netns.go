@@ -55,6 +55,10 @@ func (n *NetNS) Offline(ctx context.Context) error {
 	if r := strings.TrimSpace(string(out)); r != "" {
 		return fmt.Errorf("netns %s has a default route: %s", n.Name, r)
 	}
+	// An address off the machine has no route (RFC 5737's TEST-NET-3).
+	if out, err := n.Command(ctx, "ip", "route", "get", "203.0.113.1").CombinedOutput(); err == nil {
+		return fmt.Errorf("netns %s routes off the machine: %s", n.Name, strings.TrimSpace(string(out)))
+	}
 	out, err = n.Command(ctx, "ip", "-o", "link", "show").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("netns %s: ip link: %w: %s", n.Name, err, out)

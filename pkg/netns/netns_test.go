@@ -48,6 +48,15 @@ func TestCreateOffline(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	assert.ErrorContains(t, n.Offline(ctx), "veth")
 
+	m, err := Create(ctx, fmt.Sprintf("steady-u%d", os.Getpid()))
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, m.Delete(context.Background())) })
+	for _, args := range [][]string{{"link", "add", "v0", "type", "veth", "peer", "name", "v1"}, {"link", "set", "v0", "up"}, {"link", "set", "v1", "up"}, {"route", "add", "default", "dev", "v0"}} {
+		out, err := m.Command(ctx, append([]string{"ip"}, args...)...).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+	}
+	assert.ErrorContains(t, m.Offline(ctx), "default route")
+
 	_, err = Create(ctx, "bad/name")
 	assert.ErrorContains(t, err, `invalid name "bad/name"`)
 }
