@@ -76,22 +76,22 @@ func TestConformance(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Minute)
 	defer cancel()
 
-	reports := map[string]*critest.Report{}
+	runs := map[string][]*critest.Report{}
 	for _, tg := range targets {
 		rep, err := s.run(ctx, t, tg, nil)
 		require.NoError(t, err, "%s", tg.name)
-		reports[tg.name] = rep
+		runs[tg.name] = []*critest.Report{rep}
 	}
 
 	// Parity: fork against upstream in both directions, volatile against
 	// the plain fork for what the fork passes. A difference is rerun once
 	// on both sides before it counts.
-	forkDiffs := s.settle(ctx, t, reports, targets[0], targets[1], false)
-	volatileDiffs := s.settle(ctx, t, reports, targets[1], targets[2], true)
+	forkDiffs, forkFlaky := s.settle(ctx, t, runs, targets[0], targets[1], false)
+	volatileDiffs, volatileFlaky := s.settle(ctx, t, runs, targets[1], targets[2], true)
 
-	t.Log("\n" + summary(s, reports, forkDiffs, volatileDiffs))
+	t.Log("\n" + summary(s, runs, append(forkDiffs, volatileDiffs...), append(forkFlaky, volatileFlaky...)))
 	require.NoError(t, s.ns.Offline(ctx), "the namespace must still have no way out")
-	requireNRIRan(t, reports)
+	requireNRIRan(t, runs)
 	for _, d := range forkDiffs {
 		t.Errorf("fork differs from upstream: %s: upstream %s, fork %s (%s)", d.Name, d.Base.State, d.Other.State, d.Other.Reason)
 	}
@@ -220,26 +220,26 @@ func (s *suite) run(ctx context.Context, t *testing.T, tg target, focus []string
 	return rep, nil
 }
 
-// settle compares other against base and reruns the differing specs once
-// on both builds, merging the reruns into the reports; what still differs
-// is returned.
-func (s *suite) settle(ctx context.Context, t *testing.T, reports map[string]*critest.Report, base, other target, regressionsOnly bool) []critest.Difference {
+// settle compares other's first run against base's, reruns the differing
+// specs once on both builds and judges them on all runs (critest.Settle):
+// what still differs, and what was a flake.
+func (s *suite) settle(ctx context.Context, t *testing.T, runs map[string][]*critest.Report, base, other target, regressionsOnly bool) (differ, flaky []critest.Difference) {
 	t.Helper()
-	diffs := critest.Diff(reports[base.name], reports[other.name], regressionsOnly)
+	diffs := critest.Diff(runs[base.name][0], runs[other.name][0], regressionsOnly)
 	if len(diffs) == 0 {
-		return nil
+		return nil, nil
 	}
 	var focus []string
 	for _, d := range diffs {
-		t.Logf("%s and %s differ on %q (%s: %s, %s: %s); rerunning it once", base.name, other.name, d.Name, base.name, d.Base.State, other.name, d.Other.State)
+		t.Logf("%s and %s differ on %q (%s, %s); rerunning it once on both", base.name, other.name, d.Name, d.Base.State, d.Other.State)
 		focus = append(focus, leaf(d))
 	}
 	for _, tg := range []target{base, other} {
 		rep, err := s.run(ctx, t, tg, focus)
 		require.NoError(t, err, "rerun on %s", tg.name)
-		reports[tg.name] = reports[tg.name].Merge(rep)
+		runs[tg.name] = append(runs[tg.name], rep)
 	}
-	return critest.Diff(reports[base.name], reports[other.name], regressionsOnly)
+	return critest.Settle(runs[base.name], runs[other.name], regressionsOnly)
 }
 
 func leaf(d critest.Difference) string {
@@ -251,9 +251,10 @@ func leaf(d critest.Difference) string {
 
 // requireNRIRan fails unless every build ran the NRI specs: not one of them
 // may be skipped for want of an NRI socket.
-func requireNRIRan(t *testing.T, reports map[string]*critest.Report) {
+func requireNRIRan(t *testing.T, runs map[string][]*critest.Report) {
 	t.Helper()
-	for name, rep := range reports {
+	for name, reps := range runs {
+		rep := reps[0]
 		n := 0
 		for spec, sp := range rep.Specs {
 			if !strings.HasPrefix(spec, "[k8s.io] NRI ") {
@@ -266,12 +267,12 @@ func requireNRIRan(t *testing.T, reports map[string]*critest.Report) {
 	}
 }
 
-func summary(s *suite, reports map[string]*critest.Report, forkDiffs, volatileDiffs []critest.Difference) string {
-	title := fmt.Sprintf("critest %s on line %s: upstream %s, fork %s", s.line.Critest, s.line.Name, s.line.Version, s.line.ForkVersion())
+func summary(s *suite, runs map[string][]*critest.Report, differing, flaky []critest.Difference) string {
+	title := fmt.Sprintf("critest %s on line %s: upstream %s, fork %s (first runs)", s.line.Critest, s.line.Name, s.line.Version, s.line.ForkVersion())
 	cols := []critest.Column{
-		{Name: "upstream", Report: reports["upstream"]},
-		{Name: "fork", Report: reports["fork"]},
-		{Name: "fork+volatile", Report: reports["fork+volatile"]},
+		{Name: "upstream", Report: runs["upstream"][0]},
+		{Name: "fork", Report: runs["fork"][0]},
+		{Name: "fork+volatile", Report: runs["fork+volatile"][0]},
 	}
-	return critest.Summary(title, cols, append(append([]critest.Difference{}, forkDiffs...), volatileDiffs...), s.skips)
+	return critest.Summary(title, cols, differing, flaky, s.skips)
 }

@@ -28,8 +28,8 @@ const (
 const DigestImage = staging + "test-image-digest@sha256:9700f9a2f5bf2c45f2f605a0bd3bce7cf37420ec9d3ed50ac2758413308766bf"
 
 // SandboxImage is the pod sandbox image of the suite's daemons, served by
-// the same registry.
-const SandboxImage = "docker.io/steady/pause:1"
+// the same registry: the pause program (pkg/critest/pause).
+const SandboxImage = "docker.io/steady/critest-pause:1"
 
 // TestImage is one image and every reference it is pushed as (Refs[0] is
 // Image.Name): several tags of one image share its digest.
@@ -104,6 +104,7 @@ func webServer(name, bin, argv0 string, port int, prog []byte) TestImage {
 type Programs struct {
 	NoNewPrivs []byte // pkg/critest/nonewprivs
 	WebServer  []byte // pkg/critest/webserver
+	Pause      []byte // pkg/critest/pause
 }
 
 // Images returns the suite's images.
@@ -130,9 +131,14 @@ func Images(progs Programs) []TestImage {
 	pause.Refs = append(pause.Refs, "k8s.gcr.io/pause:3.9")
 
 	const nginx = "nginx: master process nginx -g daemon off;"
-	sandbox := image.PauseImage()
+	sandbox := TestImage{Image: image.Image{
+		Name:       SandboxImage,
+		Entrypoint: []string{"/pause"},
+		Files:      map[string]string{"pause": string(progs.Pause)},
+		Modes:      map[string]int64{"pause": 0o755},
+	}, Refs: []string{SandboxImage}}
 	return []TestImage{
-		{Image: sandbox, Refs: []string{sandbox.Name}},
+		sandbox,
 		busybox,
 		webServer(e2e+"nginx:1.14-2", "usr/sbin/nginx", nginx, 80, progs.WebServer),
 		webServer(staging+"hostnet-nginx-amd64:latest", "usr/sbin/nginx", nginx, 12003, progs.WebServer),
@@ -161,7 +167,7 @@ func BuildPrograms(ctx context.Context, dir string) (Programs, error) {
 	for _, prog := range []struct {
 		pkg string
 		out *[]byte
-	}{{"nonewprivs", &p.NoNewPrivs}, {"webserver", &p.WebServer}} {
+	}{{"nonewprivs", &p.NoNewPrivs}, {"webserver", &p.WebServer}, {"pause", &p.Pause}} {
 		b, err := buildProgram(ctx, dir, prog.pkg)
 		if err != nil {
 			return Programs{}, err

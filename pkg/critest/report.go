@@ -143,22 +143,6 @@ func (r *Report) Names(st State) []string {
 	return names
 }
 
-// Merge returns r with the specs of rerun replacing r's own (a rerun of
-// some specs).
-func (r *Report) Merge(rerun *Report) *Report {
-	out := &Report{Specs: map[string]Spec{}}
-	for n, s := range r.Specs {
-		out.Specs[n] = s
-	}
-	for n, s := range rerun.Specs {
-		if s.Filtered {
-			continue // not focused in the rerun
-		}
-		out.Specs[n] = s
-	}
-	return out
-}
-
 // Difference is a spec whose outcome differs between two builds.
 type Difference struct {
 	Name        string
@@ -170,33 +154,79 @@ type Difference struct {
 // regressionsOnly is set, only the specs that pass on base and not on
 // other count.
 func Diff(base, other *Report, regressionsOnly bool) []Difference {
-	names := map[string]bool{}
-	for n := range base.Specs {
-		names[n] = true
-	}
-	for n := range other.Specs {
-		names[n] = true
-	}
 	var diffs []Difference
-	for n := range names {
-		b, bok := base.Specs[n]
-		o, ook := other.Specs[n]
-		if !bok {
-			b = Spec{Name: n, State: "missing"}
-		}
-		if !ook {
-			o = Spec{Name: n, State: "missing"}
-		}
-		if b.State == o.State {
-			continue
-		}
-		if regressionsOnly && b.State != Passed {
+	for _, n := range names(base, other) {
+		b, o := base.spec(n), other.spec(n)
+		if b.State == o.State || (regressionsOnly && b.State != Passed) {
 			continue
 		}
 		diffs = append(diffs, Difference{Name: n, Base: b, Other: o})
 	}
-	sort.Slice(diffs, func(i, j int) bool { return diffs[i].Name < diffs[j].Name })
 	return diffs
+}
+
+// Settle judges the differences of a first run after the differing specs
+// were rerun once on both builds (base and other hold each build's runs,
+// the first run first). A spec differs only if no outcome seen on one
+// build was seen on the other: one that matched in some run was a flake.
+// With regressionsOnly, only a spec base passed and other never passed
+// differs.
+func Settle(base, other []*Report, regressionsOnly bool) (differ, flaky []Difference) {
+	for _, d := range Diff(base[0], other[0], regressionsOnly) {
+		bs, os := outcomes(base, d.Name), outcomes(other, d.Name)
+		matched := false
+		for st := range bs {
+			if os[st] {
+				matched = true
+			}
+		}
+		if regressionsOnly {
+			matched = !bs[Passed] || os[Passed]
+		}
+		if matched {
+			flaky = append(flaky, d)
+		} else {
+			differ = append(differ, d)
+		}
+	}
+	return differ, flaky
+}
+
+// outcomes is the set of states spec n had in runs, leaving out runs
+// that did not run it (a focused rerun filters the others out).
+func outcomes(runs []*Report, n string) map[State]bool {
+	seen := map[State]bool{}
+	for i, r := range runs {
+		s, ok := r.Specs[n]
+		if i > 0 && (!ok || s.Filtered) {
+			continue
+		}
+		seen[r.spec(n).State] = true
+	}
+	return seen
+}
+
+func names(reports ...*Report) []string {
+	set := map[string]bool{}
+	for _, r := range reports {
+		for n := range r.Specs {
+			set[n] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for n := range set {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// spec returns the spec named n, or one in state "missing".
+func (r *Report) spec(n string) Spec {
+	if s, ok := r.Specs[n]; ok {
+		return s
+	}
+	return Spec{Name: n, State: "missing"}
 }
 
 // FailedOnAll returns the specs that failed in every report, by name, with

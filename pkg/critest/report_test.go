@@ -81,30 +81,56 @@ func TestDiff(t *testing.T) {
 	assert.Empty(t, Diff(base, base, false))
 }
 
-func TestMergeAndFailedOnAll(t *testing.T) {
-	first := report(map[string]State{"a": Passed, "b": Failed, "c": Failed})
-	rerun := &Report{Specs: map[string]Spec{
-		"b": {Name: "b", State: Passed},
-		"a": {Name: "a", State: Skipped, Filtered: true}, // not focused
-	}}
-	merged := first.Merge(rerun)
-	assert.Equal(t, Passed, merged.Specs["a"].State)
-	assert.Equal(t, Passed, merged.Specs["b"].State)
-	assert.Equal(t, Failed, first.Specs["b"].State, "Merge does not change its receiver")
-
-	other := report(map[string]State{"a": Failed, "b": Failed, "c": Failed})
-	var names []string
-	for _, s := range FailedOnAll(merged, other) {
-		names = append(names, s.Name)
+// A difference of the first run is a flake when a rerun shows, on either
+// build, an outcome the other build had; it counts only when the two
+// builds' outcomes never meet.
+func TestSettle(t *testing.T) {
+	first := func(m map[string]State) *Report { return report(m) }
+	rerun := func(m map[string]State) *Report {
+		r := report(m)
+		r.Specs["unfocused"] = Spec{Name: "unfocused", State: Skipped, Filtered: true}
+		return r
 	}
-	assert.Equal(t, []string{"c"}, names)
+	up := []*Report{
+		first(map[string]State{"same": Passed, "flaky": Passed, "broken": Passed, "race": Skipped, "fixed": Failed, "unfocused": Passed}),
+		rerun(map[string]State{"flaky": Passed, "broken": Passed, "race": Skipped, "fixed": Failed}),
+	}
+	fork := []*Report{
+		first(map[string]State{"same": Passed, "flaky": Failed, "broken": Failed, "race": Passed, "fixed": Passed, "unfocused": Passed}),
+		rerun(map[string]State{"flaky": Passed, "broken": Failed, "race": Skipped, "fixed": Passed}),
+	}
+	differ, flaky := Settle(up, fork, false)
+	assert.Equal(t, []string{"broken", "fixed"}, specNames(differ))
+	assert.Equal(t, []string{"flaky", "race"}, specNames(flaky))
+
+	// Regressions only: what base passed and other never passed.
+	differ, flaky = Settle(up, fork, true)
+	assert.Equal(t, []string{"broken"}, specNames(differ))
+	assert.Equal(t, []string{"flaky"}, specNames(flaky))
+}
+
+func specNames(diffs []Difference) []string {
+	var out []string
+	for _, d := range diffs {
+		out = append(out, d.Name)
+	}
+	return out
+}
+
+func TestFailedOnAll(t *testing.T) {
+	a := report(map[string]State{"a": Passed, "b": Failed, "c": Failed})
+	b := report(map[string]State{"a": Failed, "b": Passed, "c": Failed})
+	failed := FailedOnAll(a, b)
+	require.Len(t, failed, 1)
+	assert.Equal(t, "c", failed[0].Name)
+	assert.Empty(t, FailedOnAll())
 }
 
 func TestSummary(t *testing.T) {
 	up := report(map[string]State{"a": Passed, "digest spec": Failed})
 	up.Specs["digest spec"] = Spec{Name: "digest spec", State: Failed, Reason: "failed to pull image"}
 	fork := report(map[string]State{"a": Passed, "digest spec": Failed})
-	out := Summary("title", []Column{{"upstream", up}, {"fork", fork}}, nil, []Skip{{Pattern: "AppArmor", Reason: "no AppArmor"}})
+	out := Summary("title", []Column{{"upstream", up}, {"fork", fork}}, nil, nil, []Skip{{Pattern: "AppArmor", Reason: "no AppArmor"}})
 	assert.Contains(t, out, "passed   1         1")
 	assert.Contains(t, out, "differing specs (after one rerun): 0")
 	assert.Contains(t, out, "failed on every build: 1\n  - digest spec\n      needs "+DigestImage)

@@ -16,7 +16,7 @@ type Column struct {
 // build; the specs that differ; the specs that failed on every build, with
 // their reasons (naming DigestImage where it is the cause); and the skips
 // applied to every build, with theirs.
-func Summary(title string, cols []Column, differing []Difference, skips []Skip) string {
+func Summary(title string, cols []Column, differing, flaky []Difference, skips []Skip) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n\n", title)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
@@ -36,7 +36,13 @@ func Summary(title string, cols []Column, differing []Difference, skips []Skip) 
 
 	fmt.Fprintf(&b, "\ndiffering specs (after one rerun): %d\n", len(differing))
 	for _, d := range differing {
-		fmt.Fprintf(&b, "  - %s: %s %s, %s (%s)\n", d.Name, d.Base.State, "->", d.Other.State, d.Other.Reason)
+		fmt.Fprintf(&b, "  - %s: %s, then %s (%s)\n", d.Name, d.Base.State, d.Other.State, d.Other.Reason)
+	}
+	if len(flaky) > 0 {
+		fmt.Fprintf(&b, "\ndiffered once, matched on the rerun (flakes): %d\n", len(flaky))
+		for _, d := range flaky {
+			fmt.Fprintf(&b, "  - %s: %s, then %s (%s)\n", d.Name, d.Base.State, d.Other.State, firstNonEmpty(d.Other.Reason, d.Base.Reason))
+		}
 	}
 	reports := make([]*Report, len(cols))
 	for i, c := range cols {
@@ -63,4 +69,13 @@ func failureReason(s Spec) string {
 		return "needs " + DigestImage + ", pinned by a registry digest that no image built offline can have: " + s.Reason
 	}
 	return s.Reason
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
 }
