@@ -127,14 +127,20 @@ func TestFailedOnAll(t *testing.T) {
 }
 
 func TestSummary(t *testing.T) {
-	up := report(map[string]State{"a": Passed, "digest spec": Failed})
-	up.Specs["digest spec"] = Spec{Name: "digest spec", State: Failed, Reason: "failed to pull image"}
-	fork := report(map[string]State{"a": Passed, "digest spec": Failed})
-	out := Summary("title", []Column{{"upstream", up}, {"fork", fork}}, nil, nil, []Skip{{Pattern: "AppArmor", Reason: "no AppArmor"}})
+	digest := "[k8s.io] Image Manager public image with digest should be pulled and removed [Conformance]"
+	up := report(map[string]State{"a": Passed, digest: Failed})
+	up.Specs[digest] = Spec{Name: digest, State: Failed, Reason: "failed to pull image"}
+	fork := report(map[string]State{"a": Passed, digest: Failed})
+	out := Summary("title", []Column{{"upstream", up}, {"fork", fork}}, nil, nil, []Skip{{Pattern: "AppArmor", Reason: "no AppArmor"}}, []Cause{DigestCause})
 	assert.Contains(t, out, "passed   1         1")
 	assert.Contains(t, out, "differing specs (after one rerun): 0")
-	assert.Contains(t, out, "failed on every build: 1\n  - digest spec\n      needs "+DigestImage)
+	assert.Contains(t, out, "failed on every build: 1\n  - "+digest+"\n      failed to pull image\n      why: needs "+DigestImage)
 	assert.Contains(t, out, `"AppArmor": no AppArmor`)
+
+	r, err := ReadReport(writeReport(t, sampleReport))
+	require.NoError(t, err)
+	out = Summary("title", []Column{{"upstream", r}}, nil, nil, nil, nil)
+	assert.Contains(t, out, "skipped by the suite itself on upstream, by reason:\n  - 1: spec discrepancy\n")
 }
 
 func TestRunArgs(t *testing.T) {
