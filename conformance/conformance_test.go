@@ -65,6 +65,8 @@ type suite struct {
 	skips []critest.Skip
 	// causes explain the specs known to fail on every build here.
 	causes []critest.Cause
+	// keep is set when a spec differed: the logs stay for a look.
+	keep bool
 }
 
 func TestConformance(t *testing.T) {
@@ -131,9 +133,10 @@ func setUp(t *testing.T) *suite {
 	dir, err := os.MkdirTemp("/tmp", "sc")
 	require.NoError(t, err)
 	require.NoError(t, os.Chmod(dir, 0o711))
+	s := &suite{dir: dir}
 	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("conformance logs kept in %s", dir)
+		if t.Failed() || s.keep {
+			t.Logf("conformance logs (containerd's and critest's, per build and rerun) kept in %s", dir)
 			return
 		}
 		_ = os.RemoveAll(dir)
@@ -152,7 +155,8 @@ func setUp(t *testing.T) *suite {
 	pushImages(ctx, t, reg, dir, filepath.Join(tools, "busybox"))
 	require.NoError(t, registry.WriteHosts(filepath.Join(dir, "certs.d"), registry.Hosts))
 
-	return &suite{line: l, tools: tools, dir: dir, ns: ns, skips: machineSkips(), causes: machineCauses()}
+	s.line, s.tools, s.ns, s.skips, s.causes = l, tools, ns, machineSkips(), machineCauses()
+	return s
 }
 
 // pushImages builds the suite's images from busybox and pushes each under
@@ -254,6 +258,7 @@ func (s *suite) settle(ctx context.Context, t *testing.T, runs map[string][]*cri
 	if len(diffs) == 0 {
 		return nil, nil
 	}
+	s.keep = true
 	var focus []string
 	for _, d := range diffs {
 		t.Logf("%s and %s differ on %q (%s, %s); rerunning it once on both", base.name, other.name, d.Name, d.Base.State, d.Other.State)
