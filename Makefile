@@ -93,9 +93,13 @@ critest:
 	script/critest.sh $(LINE)
 
 ## conformance: critest on upstream, the fork and the fork with volatile_rootfs, offline in a
-## private network namespace, judged spec by spec (root)
+## private network namespace, judged spec by spec (root); FOCUS=<regexp> [REPEAT=10] instead
+## runs only the matching specs REPEAT times on each build and counts their outcomes
+FOCUS ?=
+REPEAT ?= 10
 conformance: setup binaries
 	STEADY_LINE=$(LINE) STEADY_CRITEST="$$(script/critest.sh $(LINE))" \
+		STEADY_CONFORMANCE_FOCUS='$(FOCUS)' STEADY_CONFORMANCE_REPEAT=$(REPEAT) \
 		$(GO) test -count=1 -v -timeout 80m ./conformance/
 
 ## e2e: the kubelet scenarios with the full umount2 delay

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/containerd-steady/containerd-steady/pkg/critest"
@@ -79,6 +80,10 @@ func TestConformance(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 75*time.Minute)
 	defer cancel()
+	if focus := os.Getenv("STEADY_CONFORMANCE_FOCUS"); focus != "" {
+		s.repeat(ctx, t, targets, focus)
+		return
+	}
 
 	runs := map[string][]*critest.Report{}
 	for _, tg := range targets {
@@ -209,9 +214,20 @@ func cgroup2() bool {
 // in focus when set) and removes the daemon and all it started.
 func (s *suite) run(ctx context.Context, t *testing.T, tg target, focus []string) (*critest.Report, error) {
 	t.Helper()
-	name := strings.NewReplacer("+", "-").Replace(tg.name)
+	suffix := ""
 	if len(focus) > 0 {
-		name += "-rerun"
+		suffix = "rerun"
+	}
+	return s.runFocused(ctx, t, tg, critest.Run{Focus: focus}, suffix)
+}
+
+// runFocused is run with the focus of sel, in a directory named for tg and
+// suffix.
+func (s *suite) runFocused(ctx context.Context, t *testing.T, tg target, sel critest.Run, suffix string) (*critest.Report, error) {
+	t.Helper()
+	name := strings.NewReplacer("+", "-").Replace(tg.name)
+	if suffix != "" {
+		name += "-" + suffix
 	}
 	dir := filepath.Join(s.dir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -239,7 +255,8 @@ func (s *suite) run(ctx context.Context, t *testing.T, tg target, focus []string
 	start := time.Now()
 	rep, err := critest.Run{
 		Tools: s.tools, Endpoint: d.Address, NetNS: s.ns, NRISocket: opts.NRISocket,
-		Dir: filepath.Join(dir, "critest"), Parallel: 4, Skips: s.skips, Focus: focus,
+		Dir: filepath.Join(dir, "critest"), Parallel: 4, Skips: s.skips,
+		Focus: sel.Focus, FocusRegexp: sel.FocusRegexp,
 		Timeout: 30 * time.Minute,
 	}.Exec(ctx)
 	if err != nil {
@@ -270,6 +287,50 @@ func (s *suite) settle(ctx context.Context, t *testing.T, runs map[string][]*cri
 		runs[tg.name] = append(runs[tg.name], rep)
 	}
 	return critest.Settle(runs[base.name], runs[other.name], regressionsOnly)
+}
+
+// repeat runs the specs matching focus (make conformance FOCUS=…)
+// STEADY_CONFORMANCE_REPEAT times (default 10) on every target and prints
+// how often each spec ended in each state: to tell a flake from a
+// difference. It fails when a spec passed on upstream every time and not
+// every time on another build.
+func (s *suite) repeat(ctx context.Context, t *testing.T, targets []target, focus string) {
+	n := 10
+	if v := os.Getenv("STEADY_CONFORMANCE_REPEAT"); v != "" {
+		_, err := fmt.Sscan(v, &n)
+		require.NoError(t, err, "STEADY_CONFORMANCE_REPEAT=%q", v)
+	}
+	counts := map[string]map[string]map[critest.State]int{} // spec -> target -> state -> runs
+	for _, tg := range targets {
+		for i := 0; i < n; i++ {
+			rep, err := s.runFocused(ctx, t, tg, critest.Run{FocusRegexp: focus}, fmt.Sprintf("repeat%d", i))
+			require.NoError(t, err)
+			for name, sp := range rep.Specs {
+				if sp.Filtered {
+					continue
+				}
+				if counts[name] == nil {
+					counts[name] = map[string]map[critest.State]int{}
+				}
+				if counts[name][tg.name] == nil {
+					counts[name][tg.name] = map[critest.State]int{}
+				}
+				counts[name][tg.name][sp.State]++
+			}
+		}
+	}
+	require.NotEmpty(t, counts, "no spec matches %q", focus)
+	for name, byTarget := range counts {
+		t.Logf("%s, %d runs each:", name, n)
+		for _, tg := range targets {
+			t.Logf("  %-14s %v", tg.name, byTarget[tg.name])
+		}
+		if byTarget["upstream"][critest.Passed] == n {
+			for _, tg := range targets[1:] {
+				assert.Equal(t, n, byTarget[tg.name][critest.Passed], "%s: upstream passed %d of %d runs", tg.name, n, n)
+			}
+		}
+	}
 }
 
 func leaf(d critest.Difference) string {

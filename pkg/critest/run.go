@@ -36,8 +36,10 @@ type Run struct {
 	// Parallel is the number of ginkgo nodes.
 	Parallel int
 	Skips    []Skip
-	// Focus, when set, runs only the specs whose It text is one of these.
-	Focus []string
+	// Focus, when set, runs only the specs whose It text is one of these;
+	// FocusRegexp, when set, only those whose full text matches it.
+	Focus       []string
+	FocusRegexp string
 	// Timeout bounds the whole suite.
 	Timeout time.Duration
 }
@@ -87,6 +89,9 @@ func (r Run) args(report string) []string {
 	}
 	for _, s := range r.Skips {
 		args = append(args, "-ginkgo.skip="+s.Pattern)
+	}
+	if r.FocusRegexp != "" {
+		args = append(args, "-ginkgo.focus="+r.FocusRegexp)
 	}
 	if len(r.Focus) > 0 {
 		quoted := make([]string, len(r.Focus))
