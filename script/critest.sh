@@ -38,9 +38,7 @@ echo "critest.sh: building critest ${CRITEST_VERSION}, its ginkgo and crane ${CR
 mkdir -p "$OUT_DIR"
 
 # 1. cri-tools' module from the proxy, verified against sum.golang.org.
-json=$(go mod download -json "sigs.k8s.io/cri-tools@${CRITEST_VERSION}" || true)
-MOD_DIR=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
-[ -d "$MOD_DIR" ] || { echo "critest.sh: sigs.k8s.io/cri-tools@${CRITEST_VERSION} is not on the module proxy" >&2; exit 1; }
+MOD_DIR=$(module_dir "sigs.k8s.io/cri-tools@${CRITEST_VERSION}")
 
 # 2. critest and ginkgo, built inside that module so that its go.mod and
 # go.sum pick every dependency (the module cache is read-only, so go may

@@ -32,3 +32,14 @@ repo_revision() {
 	fi
 	echo "$rev"
 }
+
+# module_dir MODULE@VERSION downloads a module through the Go module proxy
+# (go verifies it against sum.golang.org) and prints its directory in the
+# module cache.
+module_dir() {
+	local json dir
+	json=$(go mod download -json "$1") || { echo "error: $1 is not on the module proxy" >&2; return 1; }
+	dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+	[ -d "$dir" ] || { echo "error: go mod download $1 gave no directory" >&2; return 1; }
+	echo "$dir"
+}
