@@ -159,3 +159,86 @@ func findLogLine(log string, parts ...string) string {
 	}
 	return ""
 }
+
+// TestDiagBundleCarriesNoSecret plants registry credentials in containerd's
+// config (auth, password, identitytoken, a header, an inline private key)
+// and in hosts.toml files (header tokens, a client key file, a host
+// directory that is a symlink to one outside), takes a steady-diag bundle
+// and finds none of the secrets in it: the keys stay, their values are
+// "<redacted>". The bundle is still complete and only its owner can read it.
+func TestDiagBundleCarriesNoSecret(t *testing.T) {
+	b := forkBuild(t)
+	requireSetup(t, b)
+	t.Parallel()
+	table, err := daemon.RegistryTable(b.Line.ConfigVersion)
+	require.NoError(t, err)
+	secrets := []string{"S3cretPassw0rd", "QXV0aFNlY3JldA", "IdTokenSecret", "HeaderSecret", "MIIEsecretKeyData",
+		"HostsBearerSecret", "HostsBasicSecret", "KeyFileSecret", "OutsideSecret"}
+	extra := "[" + table + `.configs."reg.example".auth]
+  username = "steady"
+  password = "S3cretPassw0rd"
+  auth = "QXV0aFNlY3JldA=="
+  identitytoken = "IdTokenSecret"
+[` + table + `.headers]
+  X-Registry-Token = ["HeaderSecret"]
+  X-Client-Key = ["-----BEGIN PRIVATE KEY-----\nMIIEsecretKeyData\n-----END PRIVATE KEY-----\n"]
+`
+	node, dir := startNodeIn(t, b, func(dir string) daemon.Options {
+		certs := filepath.Join(dir, "certs.d")
+		writeFiles(t, map[string]string{
+			filepath.Join(certs, "reg.example", "hosts.toml"): "server = \"https://reg.example\"\n[host.\"https://mirror.example\"]\n  capabilities = [\"pull\"]\n  [host.\"https://mirror.example\".header]\n    Authorization = [\n      \"Bearer HostsBearerSecret\",\n    ]\n[header]\n  Authorization = \"Basic HostsBasicSecret\"\n",
+			filepath.Join(certs, "reg.example", "client.key"):  "KeyFileSecret\n",
+			filepath.Join(dir, "outside", "hosts.toml"):        "[header]\n  X-Token = \"OutsideSecret\"\n",
+		})
+		require.NoError(t, os.Symlink(filepath.Join(dir, "outside"), filepath.Join(certs, "linked.example")))
+		return daemon.Options{RegistryConfigPath: certs, Extra: extra}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// The planted values are in containerd's own view of its config.
+	dump, err := exec.CommandContext(ctx, filepath.Join(b.BinDir, "containerd"), "--config", node.Daemon.Config, "config", "dump").Output()
+	require.NoError(t, err)
+	for _, s := range secrets[:5] {
+		require.Contains(t, string(dump), s, "the config dump must hold the planted secret for this test to mean anything")
+	}
+
+	bundle := filepath.Join(dir, "diag.tar.gz")
+	_, file, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(file), "..", "contrib", "diag", "steady-diag")
+	out, err := exec.CommandContext(ctx, script,
+		"--address", node.Daemon.Address, "--config", node.Daemon.Config,
+		"--log-file", node.Daemon.Log, "--runc", node.Daemon.Options().Runc, "--runc-root", filepath.Join(node.Daemon.RuncRoot, "k8s.io"),
+		"--output", bundle).CombinedOutput()
+	require.NoError(t, err, "steady-diag: %s", out)
+
+	fi, err := os.Stat(bundle)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "the bundle is for its owner only")
+	files := readBundle(t, bundle)
+	for _, name := range []string{"README.txt", "config-dump.toml", "processes.txt", "runc-list.txt", "containerd.log", "certs.d/reg.example/hosts.toml"} {
+		assert.Contains(t, files, "steady-diag/"+name, "the bundle is complete")
+	}
+	for name, content := range files {
+		for _, s := range secrets {
+			assert.NotContains(t, content, s, "%s leaks %q", name, s)
+		}
+	}
+	cfg := files["steady-diag/config-dump.toml"]
+	assert.Contains(t, cfg, node.Daemon.Root, "the rest of the config is kept")
+	assert.Regexp(t, `username = ["']steady["']`, cfg)
+	for _, key := range []string{"password", "auth", "identitytoken", "X-Registry-Token"} {
+		assert.Regexp(t, `(?m)^\s*`+key+` = "<redacted>"`, cfg, "the key stays, its value goes")
+	}
+	assert.Contains(t, files["steady-diag/certs.d/reg.example/hosts.toml"], `Authorization = "<redacted>"`)
+	assert.NotContains(t, files, "steady-diag/certs.d/linked.example/hosts.toml", "a symlinked host directory is not followed")
+	assert.Contains(t, files["steady-diag/README.txt"], "symlink not followed: "+filepath.Join(dir, "certs.d", "linked.example"))
+}
+
+func writeFiles(t *testing.T, files map[string]string) {
+	t.Helper()
+	for path, content := range files {
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	}
+}

@@ -50,6 +50,18 @@ type configData struct {
 	Options
 }
 
+// RegistryTable is the TOML table of the CRI's registry configuration in
+// the configuration version (config_path, configs, auths, headers).
+func RegistryTable(configVersion int) (string, error) {
+	switch configVersion {
+	case 2:
+		return `plugins."io.containerd.grpc.v1.cri".registry`, nil
+	case 3:
+		return `plugins."io.containerd.cri.v1.images".registry`, nil
+	}
+	return "", fmt.Errorf("unsupported containerd config version %d (want 2 for 1.x or 3 for 2.x)", configVersion)
+}
+
 // servers is what every configuration version says alike: the daemon's
 // private sockets, debug level, metrics, opt dir, and NRI off.
 const servers = `{{define "servers"}}

@@ -111,3 +111,16 @@ func TestUnmountAll(t *testing.T) {
 	assert.Empty(t, points)
 	assert.False(t, strings.HasPrefix(dir, outer))
 }
+
+func TestRegistryTable(t *testing.T) {
+	for v, want := range map[int]string{2: `plugins."io.containerd.grpc.v1.cri".registry`, 3: `plugins."io.containerd.cri.v1.images".registry`} {
+		got, err := RegistryTable(v)
+		require.NoError(t, err)
+		assert.Equal(t, want, got)
+		cfg, err := renderConfig(newPaths("/tmp/d"), Options{ConfigVersion: v, RuntimeTable: "t", RegistryConfigPath: "/c"})
+		require.NoError(t, err)
+		assert.Contains(t, string(cfg), "["+want+"]\n    config_path = \"/c\"", "the template writes the same table")
+	}
+	_, err := RegistryTable(1)
+	assert.ErrorContains(t, err, "unsupported containerd config version 1")
+}
