@@ -216,7 +216,7 @@ func TestDiagBundleCarriesNoSecret(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "the bundle is for its owner only")
 	files := readBundle(t, bundle)
-	for _, name := range []string{"README.txt", "config-dump.toml", "processes.txt", "runc-list.txt", "containerd.log", "certs.d/reg.example/hosts.toml"} {
+	for _, name := range []string{"README.txt", "config-dump.toml", "processes.txt", "overlay-mounts.txt", "containerd.log", "certs.d/reg.example/hosts.toml"} {
 		assert.Contains(t, files, "steady-diag/"+name, "the bundle is complete")
 	}
 	for name, content := range files {
