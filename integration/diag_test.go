@@ -21,6 +21,7 @@ import (
 
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
 	"github.com/containerd-steady/containerd-steady/pkg/fault"
+	"github.com/containerd-steady/containerd-steady/pkg/incident"
 )
 
 // TestStuckDeleteIsVisible shows an operator a shim Delete stuck in a
@@ -64,16 +65,7 @@ func TestStuckDeleteIsVisible(t *testing.T) {
 	assert.Contains(t, warning, "sandbox_id="+pod.ID)
 	t.Logf("warning: %s", warning)
 
-	bundle := filepath.Join(dir, "diag.tar.gz")
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "contrib", "diag", "steady-diag")
-	cmd := exec.CommandContext(ctx, script,
-		"--address", node.Daemon.Address, "--config", node.Daemon.Config,
-		"--log-file", node.Daemon.Log, "--runc", node.Daemon.Options().Runc, "--runc-root", filepath.Join(node.Daemon.RuncRoot, "k8s.io"),
-		"--output", bundle)
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "steady-diag: %s", out)
-	t.Logf("steady-diag: %s", out)
+	bundle := runDiag(ctx, t, node, dir)
 
 	files := readBundle(t, bundle)
 	for _, name := range []string{"README.txt", "config-dump.toml", "processes.txt", "runc-list.txt", "overlay-mounts.txt", "containerd.log", "metrics.txt"} {
@@ -96,6 +88,22 @@ func TestStuckDeleteIsVisible(t *testing.T) {
 	assert.True(t, strings.Contains(log, "unix.Unmount") || strings.Contains(log, "mount.UnmountRecursive"),
 		"no shim goroutine in the unmount in the bundle's log")
 	assert.Contains(t, log, "(*Init).Delete", "the stuck goroutine is the init process's Delete")
+}
+
+// runDiag runs contrib/diag/steady-diag against node's containerd and
+// returns the bundle it wrote into dir.
+func runDiag(ctx context.Context, t *testing.T, node *incident.Node, dir string) string {
+	t.Helper()
+	bundle := filepath.Join(dir, "diag.tar.gz")
+	_, file, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(file), "..", "contrib", "diag", "steady-diag")
+	out, err := exec.CommandContext(ctx, script,
+		"--address", node.Daemon.Address, "--config", node.Daemon.Config,
+		"--log-file", node.Daemon.Log, "--runc", node.Daemon.Options().Runc, "--runc-root", filepath.Join(node.Daemon.RuncRoot, "k8s.io"),
+		"--output", bundle).CombinedOutput()
+	require.NoError(t, err, "steady-diag: %s", out)
+	t.Logf("steady-diag: %s", out)
+	return bundle
 }
 
 func readBundle(t *testing.T, path string) map[string]string {
@@ -187,8 +195,8 @@ func TestDiagBundleCarriesNoSecret(t *testing.T) {
 		certs := filepath.Join(dir, "certs.d")
 		writeFiles(t, map[string]string{
 			filepath.Join(certs, "reg.example", "hosts.toml"): "server = \"https://reg.example\"\n[host.\"https://mirror.example\"]\n  capabilities = [\"pull\"]\n  [host.\"https://mirror.example\".header]\n    Authorization = [\n      \"Bearer HostsBearerSecret\",\n    ]\n[header]\n  Authorization = \"Basic HostsBasicSecret\"\n",
-			filepath.Join(certs, "reg.example", "client.key"):  "KeyFileSecret\n",
-			filepath.Join(dir, "outside", "hosts.toml"):        "[header]\n  X-Token = \"OutsideSecret\"\n",
+			filepath.Join(certs, "reg.example", "client.key"): "KeyFileSecret\n",
+			filepath.Join(dir, "outside", "hosts.toml"):       "[header]\n  X-Token = \"OutsideSecret\"\n",
 		})
 		require.NoError(t, os.Symlink(filepath.Join(dir, "outside"), filepath.Join(certs, "linked.example")))
 		return daemon.Options{RegistryConfigPath: certs, Extra: extra}
@@ -209,14 +217,7 @@ func TestDiagBundleCarriesNoSecret(t *testing.T) {
 		assert.NotContains(t, node.Daemon.Logs(), s, "containerd's log")
 	}
 
-	bundle := filepath.Join(dir, "diag.tar.gz")
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "contrib", "diag", "steady-diag")
-	out, err := exec.CommandContext(ctx, script,
-		"--address", node.Daemon.Address, "--config", node.Daemon.Config,
-		"--log-file", node.Daemon.Log, "--runc", node.Daemon.Options().Runc, "--runc-root", filepath.Join(node.Daemon.RuncRoot, "k8s.io"),
-		"--output", bundle).CombinedOutput()
-	require.NoError(t, err, "steady-diag: %s", out)
+	bundle := runDiag(ctx, t, node, dir)
 
 	fi, err := os.Stat(bundle)
 	require.NoError(t, err)
