@@ -133,6 +133,14 @@ func (l Line) KubeletPath(v string) string {
 	return filepath.Join(l.Root, "build", "kubelet", v, "kubelet")
 }
 
+// CRIRuntimePlugin is the ID of the CRI plugin whose configuration holds
+// CRIRuntimeTable, e.g. io.containerd.cri.v1.runtime; its containerd table
+// is the plugin's key "containerd".
+func (l Line) CRIRuntimePlugin() string {
+	id := strings.TrimSuffix(strings.TrimPrefix(l.CRIRuntimeTable, "plugins."), ".containerd")
+	return strings.Trim(id, `'"`)
+}
+
 // RuntimeTable is the TOML table of CRI runtime handler name.
 func (l Line) RuntimeTable(handler string) string {
 	return l.CRIRuntimeTable + ".runtimes." + handler

@@ -15,9 +15,10 @@ func TestLoadRepoLines(t *testing.T) {
 		name, module string
 		config       int
 		table        string
+		plugin       string
 	}{
-		{"v2.3", "github.com/containerd/containerd/v2", 3, `plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc`},
-		{"v1.7", "github.com/containerd/containerd", 2, `plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc`},
+		{"v2.3", "github.com/containerd/containerd/v2", 3, `plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc`, "io.containerd.cri.v1.runtime"},
+		{"v1.7", "github.com/containerd/containerd", 2, `plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc`, "io.containerd.grpc.v1.cri"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := Load(RepoRoot(), tc.name)
@@ -25,6 +26,7 @@ func TestLoadRepoLines(t *testing.T) {
 			assert.Equal(t, tc.module, l.Module)
 			assert.Equal(t, tc.config, l.ConfigVersion)
 			assert.Equal(t, tc.table, l.RuntimeTable("runc"))
+			assert.Equal(t, tc.plugin, l.CRIRuntimePlugin())
 			assert.Regexp(t, `^v\d+\.\d+\.\d+\+steady\.\d+$`, l.ForkVersion())
 			assert.Equal(t, filepath.Join(RepoRoot(), "build", "runc", l.Runc, "runc"), l.RuncPath())
 		})
