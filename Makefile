@@ -73,7 +73,8 @@ test-tree: tree
 ## snapshotter conformance suite against both builds' running daemons (root);
 ## the kubelet scenarios run in test-kubelet
 integration: binaries
-	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -parallel 4 -timeout 40m -skip '^TestKubelet$$' ./integration/ ./snapshots/
+	STEADY_LINE=$(LINE) STEADY_BBOLT="$$(script/bbolt.sh)" \
+		$(GO) test -count=1 -v -parallel 4 -timeout 40m -skip '^TestKubelet$$' ./integration/ ./snapshots/
 
 ## kubelet: build the line's kubelet (or KUBELET=vX.Y.Z) into build/kubelet/<version>/kubelet (once; cached)
 KUBELET ?=

@@ -196,6 +196,16 @@ func (d *Daemon) Stop(ctx context.Context) error {
 	return nil
 }
 
+// Kill sends containerd SIGKILL, as the OOM killer or a watchdog would:
+// it gets no chance to finish what it was doing. Shims and containers keep
+// running.
+func (d *Daemon) Kill() error {
+	if err := d.proc.Kill(); err != nil {
+		return fmt.Errorf("daemon: containerd: %w", err)
+	}
+	return nil
+}
+
 // Restart stops containerd and starts it again on the same root and state.
 func (d *Daemon) Restart(ctx context.Context) error {
 	if err := d.Stop(ctx); err != nil {

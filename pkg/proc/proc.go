@@ -94,6 +94,21 @@ func (p *Proc) Stop(ctx context.Context, grace time.Duration) error {
 	}
 }
 
+// Kill sends SIGKILL, as the OOM killer or a watchdog would, and waits up
+// to 10 s for the process to exit. It only signals this process, by pid.
+func (p *Proc) Kill() error {
+	if p.Exited() {
+		return nil
+	}
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("pid %d did not exit after SIGKILL", p.cmd.Process.Pid)
+	}
+}
+
 // Tail returns the last n lines of the file at path, or the error reading it.
 func Tail(path string, n int) string {
 	f, err := os.Open(path)

@@ -33,6 +33,19 @@ func TestStartLogsAndStops(t *testing.T) {
 	require.NoError(t, p.Stop(context.Background(), time.Second), "stopping twice is harmless")
 }
 
+func TestKillGivesNoGrace(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "log")
+	// A shell that would clean up on SIGTERM: Kill must not let it.
+	p, err := Start(exec.Command("/bin/busybox", "sh", "-c", "trap 'echo graceful; exit 0' TERM; echo started; while :; do sleep 0.05; done"), log)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return Tail(log, 1) == "started" }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, p.Kill())
+	assert.True(t, p.Exited())
+	assert.ErrorContains(t, p.Err(), "killed")
+	assert.Equal(t, "started", Tail(log, 1), "no SIGTERM handler ran")
+	require.NoError(t, p.Kill(), "killing twice is harmless")
+}
+
 func TestTail(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "f")
 	require.NoError(t, os.WriteFile(path, []byte("a\nb\nc\n"), 0o644))
