@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,4 +88,22 @@ func TestSettled(t *testing.T) {
 			assert.Equal(t, tc.want, got)
 		})
 	}
+}
+
+func TestFillSmallFS(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("mounting a tmpfs needs root; run the tests as root, as make test does")
+	}
+	dir := filepath.Join(t.TempDir(), "small")
+	require.NoError(t, MountSmallFS(dir, 4<<20))
+	t.Cleanup(func() { assert.NoError(t, UnmountSmallFS(dir)) })
+
+	f, err := Fill(dir)
+	require.NoError(t, err)
+	assert.InDelta(t, 4<<20, f.Bytes, 64<<10, "the filler takes the whole filesystem")
+	err = os.WriteFile(filepath.Join(dir, "more"), []byte("x"), 0o644)
+	require.ErrorIs(t, err, syscall.ENOSPC, "nothing fits once it is full")
+
+	require.NoError(t, f.Free())
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "more"), []byte("x"), 0o644), "space is back once freed")
 }
