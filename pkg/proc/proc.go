@@ -85,13 +85,7 @@ func (p *Proc) Stop(ctx context.Context, grace time.Duration) error {
 	case <-time.After(grace):
 	case <-ctx.Done():
 	}
-	_ = p.cmd.Process.Kill()
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("pid %d did not exit after SIGKILL", p.cmd.Process.Pid)
-	}
+	return p.Kill()
 }
 
 // Kill sends SIGKILL, as the OOM killer or a watchdog would, and waits up
