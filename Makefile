@@ -9,7 +9,7 @@ DESTDIR ?=
 BUILD := build/$(LINE)
 GO ?= go
 
-.PHONY: all tree patches binaries runc install release test test-line test-unit test-tree integration kubelet test-kubelet critest conformance e2e demo rebase setup bench bench-quick clean
+.PHONY: all tree patches binaries runc install release test test-line test-unit test-tree integration kubelet test-kubelet critest conformance e2e soak faults demo rebase setup bench bench-quick clean
 
 all: binaries
 
@@ -57,8 +57,8 @@ demo: setup binaries
 test: setup test-unit
 	set -e; for l in $(LINES); do $(MAKE) --no-print-directory test-line LINE=$$l; done
 
-## test-line: one line's in-tree, integration, kubelet, conformance and benchmark smoke tests
-test-line: test-tree integration test-kubelet conformance bench-quick
+## test-line: one line's in-tree, integration, fault, kubelet, conformance and benchmark smoke tests
+test-line: test-tree integration faults test-kubelet conformance bench-quick
 
 ## test-unit: our harness's unit tests and go vet
 test-unit:
@@ -74,7 +74,23 @@ test-tree: tree
 ## the kubelet scenarios run in test-kubelet
 integration: binaries
 	STEADY_LINE=$(LINE) STEADY_BBOLT="$$(script/bbolt.sh)" \
-		$(GO) test -count=1 -v -parallel 4 -timeout 40m -skip '^TestKubelet$$' ./integration/ ./snapshots/
+		$(GO) test -count=1 -v -parallel 4 -timeout 40m -skip '^(TestKubelet|TestCrashInTheMiddle|TestSoak)$$' ./integration/ ./snapshots/
+
+## faults: the heavy fault scenarios of issue 14, each alone on the machine (root): the crash in
+## the middle (20 pods), then the 2-minute soak (20 containers); fork and upstream side by side
+faults: binaries
+	STEADY_LINE=$(LINE) STEADY_BBOLT="$$(script/bbolt.sh)" \
+		$(GO) test -count=1 -v -timeout 20m -run '^TestCrashInTheMiddle$$' ./integration/
+	STEADY_LINE=$(LINE) STEADY_SOAK_CONTAINERS=20 STEADY_SOAK_DURATION=2m \
+		$(GO) test -count=1 -v -timeout 20m -run '^TestSoak$$' ./integration/
+
+## soak: the soak of issue 14, fork then upstream, SOAK_CONTAINERS containers for SOAK_DURATION
+## each (root); make test runs a 2-minute version with 20 containers
+SOAK_CONTAINERS ?= 200
+SOAK_DURATION ?= 20m
+soak: setup binaries
+	STEADY_LINE=$(LINE) STEADY_SOAK_CONTAINERS=$(SOAK_CONTAINERS) STEADY_SOAK_DURATION=$(SOAK_DURATION) \
+		$(GO) test -count=1 -v -timeout 3h -run '^TestSoak$$' ./integration/
 
 ## kubelet: build the line's kubelet (or KUBELET=vX.Y.Z) into build/kubelet/<version>/kubelet (once; cached)
 KUBELET ?=
