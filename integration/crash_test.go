@@ -164,14 +164,9 @@ func bboltBinary(t *testing.T) string {
 
 // crashPods is $STEADY_CRASH_PODS, 20 by default.
 func crashPods(t *testing.T) int {
-	v := os.Getenv("STEADY_CRASH_PODS")
-	if v == "" {
-		return 20
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 4 {
-		t.Fatalf("STEADY_CRASH_PODS=%q: want a number of at least 4", v)
+	n := envInt(t, "STEADY_CRASH_PODS", 20)
+	if n < 4 {
+		t.Fatalf("STEADY_CRASH_PODS=%d: the scenario kills 3 shims, want at least 4 pods", n)
 	}
 	return n
 }
-
