@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -189,19 +188,8 @@ func (o outcome) String() string {
 // on the fork and on upstream. The fork answers InvalidArgument naming the
 // field, at once, and nothing about the container changes.
 func TestUpdateResourcesRefusesBadInput(t *testing.T) {
-	var mu sync.Mutex
-	seen := map[string]map[string]outcome{} // build -> state/row -> outcome
-	t.Run("builds", func(t *testing.T) {
-		for _, b := range []incident.Build{forkBuild(t), upstreamBuild(t)} {
-			t.Run(b.Name, func(t *testing.T) {
-				requireSetup(t, b)
-				t.Parallel()
-				res := runBadUpdates(t, b, delay(t))
-				mu.Lock()
-				seen[b.Name] = res
-				mu.Unlock()
-			})
-		}
+	seen := bothBuilds(t, "builds", func(t *testing.T, b incident.Build) map[string]outcome {
+		return runBadUpdates(t, b, delay(t))
 	})
 	var out strings.Builder
 	fmt.Fprintf(&out, "%-52s %-28s %s\n", "", "fork", "upstream")

@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,19 +38,8 @@ func TestCrashInTheMiddle(t *testing.T) {
 	bbolt := bboltBinary(t)
 	pods := crashPods(t)
 	d := delay(t)
-	var mu sync.Mutex
-	runs := map[string]crashRun{}
-	t.Run("builds", func(t *testing.T) {
-		for _, b := range []incident.Build{forkBuild(t), upstreamBuild(t)} {
-			t.Run(b.Name, func(t *testing.T) {
-				requireSetup(t, b)
-				t.Parallel()
-				r := runCrash(t, b, bbolt, incident.Crash{Pods: pods, Delay: d})
-				mu.Lock()
-				runs[b.Name] = r
-				mu.Unlock()
-			})
-		}
+	runs := bothBuilds(t, "builds", func(t *testing.T, b incident.Build) crashRun {
+		return runCrash(t, b, bbolt, incident.Crash{Pods: pods, Delay: d})
 	})
 	t.Log("\n" + crashReport(runs, pods, d))
 }

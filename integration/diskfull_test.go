@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,19 +35,8 @@ type diskFullRun struct {
 // restart, and meta.db passes 'bbolt check'. Upstream is shown beside it.
 func TestDiskFull(t *testing.T) {
 	bbolt := bboltBinary(t)
-	var mu sync.Mutex
-	runs := map[string]diskFullRun{}
-	t.Run("builds", func(t *testing.T) {
-		for _, b := range []incident.Build{forkBuild(t), upstreamBuild(t)} {
-			t.Run(b.Name, func(t *testing.T) {
-				requireSetup(t, b)
-				t.Parallel()
-				r := runDiskFull(t, b, bbolt)
-				mu.Lock()
-				runs[b.Name] = r
-				mu.Unlock()
-			})
-		}
+	runs := bothBuilds(t, "builds", func(t *testing.T, b incident.Build) diskFullRun {
+		return runDiskFull(t, b, bbolt)
 	})
 	var out strings.Builder
 	fmt.Fprintf(&out, "Disk full: root and state on a %d MiB filesystem, filled while 4 containers are killed\n", diskSize>>20)

@@ -209,25 +209,6 @@ func runInitScenario(t *testing.T, b incident.Build, bin string, d time.Duration
 	return run
 }
 
-// bothBuilds runs f for the fork and for upstream in parallel subtests and
-// returns what each saw.
-func bothBuilds(t *testing.T, name string, f func(*testing.T, incident.Build) kubeletRun) map[string]kubeletRun {
-	var mu sync.Mutex
-	runs := map[string]kubeletRun{}
-	t.Run(name, func(t *testing.T) {
-		for _, b := range []incident.Build{forkBuild(t), upstreamBuild(t)} {
-			t.Run(b.Name, func(t *testing.T) {
-				t.Parallel()
-				r := f(t, b)
-				mu.Lock()
-				runs[b.Name] = r
-				mu.Unlock()
-			})
-		}
-	})
-	return runs
-}
-
 func printRuns(t *testing.T, name string, d time.Duration, runs map[string]kubeletRun) {
 	t.Helper()
 	var b strings.Builder

@@ -105,3 +105,23 @@ func startNodeIn(t *testing.T, b incident.Build, opts func(dir string) daemon.Op
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// bothBuilds runs f for the fork and for upstream in parallel subtests of a
+// subtest called name, each after requireSetup, and returns what each saw.
+func bothBuilds[R any](t *testing.T, name string, f func(*testing.T, incident.Build) R) map[string]R {
+	var mu sync.Mutex
+	runs := map[string]R{}
+	t.Run(name, func(t *testing.T) {
+		for _, b := range []incident.Build{forkBuild(t), upstreamBuild(t)} {
+			t.Run(b.Name, func(t *testing.T) {
+				requireSetup(t, b)
+				t.Parallel()
+				r := f(t, b)
+				mu.Lock()
+				runs[b.Name] = r
+				mu.Unlock()
+			})
+		}
+	})
+	return runs
+}

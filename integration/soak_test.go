@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,26 +32,16 @@ func TestSoak(t *testing.T) {
 		Logf:       t.Logf,
 	}
 	s.SampleEvery = min(30*time.Second, s.Duration/8)
-	var mu sync.Mutex
-	runs := map[string]incident.SoakResult{}
-	t.Run("builds", func(t *testing.T) {
-		for _, b := range []incident.Build{forkBuild(t), upstreamBuild(t)} {
-			t.Run(b.Name, func(t *testing.T) {
-				requireSetup(t, b)
-				t.Parallel()
-				node, _ := startNode(t, b, daemon.Options{})
-				ctx, cancel := context.WithTimeout(context.Background(), s.Duration+2*s.Delay+10*time.Minute)
-				defer cancel()
-				res, err := s.Run(ctx, b.Name, node, t.TempDir())
-				require.NoError(t, err)
-				mu.Lock()
-				runs[b.Name] = res
-				mu.Unlock()
-				if b.Name == "fork" {
-					assertNoGrowth(t, res)
-				}
-			})
+	runs := bothBuilds(t, "builds", func(t *testing.T, b incident.Build) incident.SoakResult {
+		node, _ := startNode(t, b, daemon.Options{})
+		ctx, cancel := context.WithTimeout(context.Background(), s.Duration+2*s.Delay+10*time.Minute)
+		defer cancel()
+		res, err := s.Run(ctx, b.Name, node, t.TempDir())
+		require.NoError(t, err)
+		if b.Name == "fork" {
+			assertNoGrowth(t, res)
 		}
+		return res
 	})
 	t.Log("\n" + soakReport(s, runs))
 }
