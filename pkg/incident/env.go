@@ -118,7 +118,9 @@ func (n *Node) importImages(ctx context.Context, dir string, imgs ...image.Image
 
 // Close stops the daemon and removes everything it started.
 func (n *Node) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Generous: the soak leaves 200 pods, 400 containers for runc to
+	// force-delete one by one.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if n.CRI != nil {
 		_ = n.CRI.Close()
