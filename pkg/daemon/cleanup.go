@@ -87,12 +87,34 @@ func (d *Daemon) killContainers(ctx context.Context) error {
 			continue
 		}
 		for _, id := range strings.Fields(string(out)) {
-			if out, err := exec.CommandContext(ctx, d.opts.Runc, "--root", root, "delete", "--force", id).CombinedOutput(); err != nil {
-				errs = append(errs, fmt.Errorf("runc delete --force %s: %w: %s", id, err, bytes.TrimSpace(out)))
+			if err := d.forceDelete(ctx, root, id); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// forceDelete runs 'runc delete --force' on container id, up to three
+// times: on a loaded host the kernel can refuse to remove a cgroup whose
+// last process has only just exited ("unable to remove container's
+// cgroup").
+func (d *Daemon) forceDelete(ctx context.Context, root, id string) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var out []byte
+		out, err = exec.CommandContext(ctx, d.opts.Runc, "--root", root, "delete", "--force", id).CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		err = fmt.Errorf("runc delete --force %s: %w: %s", id, err, bytes.TrimSpace(out))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+	return err
 }
 
 // UnmountAll unmounts every mount point at or below dir, deepest first.
