@@ -107,6 +107,21 @@ func TestSettle(t *testing.T) {
 	differ, flaky = Settle(up, fork, true)
 	assert.Equal(t, []string{"broken"}, specNames(differ))
 	assert.Equal(t, []string{"flaky"}, specNames(flaky))
+
+	// A race the suite skips as a spec discrepancy: base passed it once
+	// and skipped it once, other skipped it twice. No regression, as
+	// other did nothing base did not; a new failure still is one.
+	base := []*Report{
+		first(map[string]State{"race": Passed, "worse": Passed}),
+		rerun(map[string]State{"race": Skipped, "worse": Skipped}),
+	}
+	other := []*Report{
+		first(map[string]State{"race": Skipped, "worse": Failed}),
+		rerun(map[string]State{"race": Skipped, "worse": Skipped}),
+	}
+	differ, flaky = Settle(base, other, true)
+	assert.Equal(t, []string{"worse"}, specNames(differ))
+	assert.Equal(t, []string{"race"}, specNames(flaky))
 }
 
 func specNames(diffs []Difference) []string {
