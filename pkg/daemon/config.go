@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"text/template"
 )
 
@@ -159,6 +160,38 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     {{.}}
 {{- end}}
 {{template "runc" .}}`))
+
+// config returns the daemon's configuration: opts.ConfigFile kept on the
+// private paths, or one rendered from the options.
+func (d *Daemon) config() ([]byte, error) {
+	if d.opts.ConfigFile == "" {
+		return renderConfig(d.Paths, d.opts)
+	}
+	b, err := os.ReadFile(d.opts.ConfigFile)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: read config: %w", err)
+	}
+	return append(append(b, '\n'), privateTables(d.Paths)...), nil
+}
+
+// privateTables keep a daemon run from a node's configuration file on its
+// private paths for what the --root, --state and --address flags do not
+// cover: the ttrpc and debug sockets, the opt directory and NRI's socket
+// (NRI is disabled). They are tables a node's file has no reason to hold;
+// containerd refuses a file that defines one of them twice.
+func privateTables(p Paths) string {
+	return fmt.Sprintf(`
+# Added by the test harness: private paths.
+[ttrpc]
+  address = %q
+[debug]
+  address = %q
+[plugins.'io.containerd.internal.v1.opt']
+  path = %q
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+`, p.TTRPC, p.Debug, p.Opt)
+}
 
 // renderConfig returns the TOML configuration for opts at paths.
 func renderConfig(p Paths, opts Options) ([]byte, error) {

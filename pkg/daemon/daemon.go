@@ -59,6 +59,12 @@ type Options struct {
 	NRISocket string
 	// ReadyTimeout bounds the wait for CRI to answer; 30 s when zero.
 	ReadyTimeout time.Duration
+	// ConfigFile, when set, is a node's configuration file (a shipped
+	// default, say) to run instead of one rendered from the options above.
+	// It is copied and kept on the daemon's private paths (privateTables
+	// and the --root, --state and --address flags); every other option but
+	// BinDir and ReadyTimeout is ignored.
+	ConfigFile string
 }
 
 // Daemon is one running (or stopped) containerd.
@@ -101,7 +107,7 @@ func Start(ctx context.Context, dir string, opts Options) (*Daemon, error) {
 			return nil, fmt.Errorf("daemon: write CNI configuration: %w", err)
 		}
 	}
-	cfg, err := renderConfig(d.Paths, opts)
+	cfg, err := d.config()
 	if err != nil {
 		return nil, err
 	}
@@ -131,6 +137,9 @@ func (d *Daemon) Options() Options { return d.opts }
 // launch starts the containerd process without waiting for it.
 func (d *Daemon) launch() error {
 	argv := []string{filepath.Join(d.opts.BinDir, "containerd"), "--config", d.Config}
+	if d.opts.ConfigFile != "" {
+		argv = append(argv, "--root", d.Root, "--state", d.State, "--address", d.Address)
+	}
 	if d.opts.NetNS != "" {
 		// nsenter execs containerd in place: the PID stays the daemon's.
 		argv = append([]string{"nsenter", "--net=" + d.opts.NetNS, "--"}, argv...)

@@ -121,6 +121,11 @@ func (l Line) ForkBin() string { return filepath.Join(l.BuildDir(), "bin") }
 // UpstreamBin holds the pristine upstream's containerd, shim and ctr.
 func (l Line) UpstreamBin() string { return filepath.Join(l.BuildDir(), "upstream", "bin") }
 
+// DefaultConfig is the line's shipped /etc/containerd/config.toml.
+func (l Line) DefaultConfig() string {
+	return filepath.Join(l.Root, "contrib", "config", l.Name+".toml")
+}
+
 // RuncPath is the line's runc, as script/runc.sh builds it.
 func (l Line) RuncPath() string { return filepath.Join(l.Root, "build", "runc", l.Runc, "runc") }
 
