@@ -43,3 +43,25 @@ module_dir() {
 	[ -d "$dir" ] || { echo "error: go mod download $1 gave no directory" >&2; return 1; }
 	echo "$dir"
 }
+
+# pinned_module_dir LINE downloads the line's pinned upstream module through
+# the Go module proxy, refuses it unless its h1 checksum is the one
+# patches/LINE/UPSTREAM pins, and prints its directory in the module cache.
+pinned_module_dir() {
+	local line=$1 module version sum json got dir
+	module=$(pin_field "$line" module)
+	version=$(pin_field "$line" version)
+	sum=$(pin_field "$line" sum)
+	json=$(cd "$(repo_root)" && GOFLAGS=-mod=mod go mod download -json "$module@$version") || {
+		echo "error: $module@$version is not on the module proxy" >&2
+		return 1
+	}
+	got=$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
+	dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
+	if [ "$got" != "$sum" ]; then
+		echo "error: $module@$version has checksum '$got', but patches/$line/UPSTREAM pins '$sum'; refusing to build" >&2
+		return 1
+	fi
+	[ -d "$dir" ] || { echo "error: go mod download gave no directory for $module@$version" >&2; return 1; }
+	echo "$dir"
+}

@@ -46,14 +46,7 @@ if [ -f "$stamp" ] && [ -d "$src/.git" ] && [ -d "$pristine" ]; then
 fi
 
 echo "tree $line: downloading $module@$version"
-json=$(cd "$root" && GOFLAGS=-mod=mod go mod download -json "$module@$version")
-got_sum=$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
-moddir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")
-if [ "$got_sum" != "$sum" ]; then
-	echo "error: $module@$version has checksum '$got_sum', but patches/$line/UPSTREAM pins '$sum'; refusing to build" >&2
-	exit 1
-fi
-[ -d "$moddir" ] || { echo "error: go mod download gave no directory for $module@$version" >&2; exit 1; }
+moddir=$(pinned_module_dir "$line")
 
 # Commits are made by a fixed identity with fixed dates, so the same inputs
 # always give the same commit ids.
