@@ -9,11 +9,12 @@ DESTDIR ?=
 BUILD := build/$(LINE)
 GO ?= go
 
-.PHONY: all tree patches binaries runc install release test test-line test-unit test-tree integration kubelet test-kubelet critest conformance e2e soak faults demo rebase setup bench bench-quick clean
+.PHONY: all tree patches binaries runc install release test test-line test-unit test-tree integration kubelet test-kubelet critest conformance e2e soak faults demo rebase setup bench bench-quick deb test-package test-deb clean
 
 all: binaries
 
-## setup: install busybox-static, strace and runc's build dependencies from Debian's packages if missing
+## setup: install busybox-static, strace, runc's build dependencies and Debian's packaging
+## tools from Debian's packages if missing
 setup:
 	script/setup.sh
 
@@ -40,9 +41,15 @@ install:
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BUILD)/bin/containerd $(BUILD)/bin/containerd-shim-runc-v2 $(BUILD)/bin/ctr $(DESTDIR)$(PREFIX)/bin/
 
-## release: build/release/containerd-steady-<version>-linux-amd64.tar.gz and -patches.tar.gz
+## release: build/release/containerd-steady-<version>-linux-amd64.tar.gz (bin/, the systemd unit
+## and the line's default config) and -patches.tar.gz
 release:
 	script/release.sh $(LINE)
+
+## deb: the Debian source and binary packages in build/deb/$(LINE)/ (dpkg-buildpackage -us -uc,
+## offline from a module cache it fills first), checked by lintian
+deb: setup tree
+	script/deb.sh $(LINE)
 
 ## rebase: move LINE to another upstream release, e.g. make rebase LINE=v1.7 VERSION=v1.7.36
 rebase:
@@ -53,12 +60,28 @@ rebase:
 demo: setup binaries
 	$(GO) run ./cmd/steady-demo -line $(LINE)
 
-## test: everything CI runs: our unit tests once, then every line's tests
+## test: everything CI runs: our unit tests once, then every line's tests, then the Debian
+## package of the default line
 test: setup test-unit
 	set -e; for l in $(LINES); do $(MAKE) --no-print-directory test-line LINE=$$l; done
+	$(MAKE) --no-print-directory test-deb
 
-## test-line: one line's in-tree, integration, fault, kubelet, conformance and benchmark smoke tests
-test-line: test-tree integration faults test-kubelet conformance bench-quick
+## test-line: one line's in-tree, integration, fault, kubelet, conformance, packaging and
+## benchmark smoke tests
+test-line: test-tree integration faults test-kubelet conformance test-package bench-quick
+
+## test-package: the release tarball is reproducible and carries the unit and the default
+## config, and the unit passes systemd-analyze verify
+test-package: binaries
+	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -timeout 15m -run '^(TestReleaseReproducible|TestUnitVerifies)$$' ./packaging/
+
+## test-deb: build the line's .deb, check it, unpack it into a scratch root (dpkg -x) and run
+## incident I1 on the installed binaries against upstream (root)
+test-deb: deb binaries
+	STEADY_LINE=$(LINE) $(GO) test -count=1 -v -timeout 20m -run '^TestDeb' ./packaging/
+	rm -rf build/deb/$(LINE)/root && dpkg -x build/deb/$(LINE)/containerd-steady_*_amd64.deb build/deb/$(LINE)/root
+	STEADY_LINE=$(LINE) STEADY_FORK_BIN=$(CURDIR)/build/deb/$(LINE)/root/usr/bin \
+		$(GO) test -count=1 -v -parallel 2 -timeout 20m -run '^TestExitStall(Upstream|Fork)$$' ./integration/
 
 ## test-unit: our harness's unit tests and go vet
 test-unit:

@@ -12,8 +12,10 @@
 # <ver> is the fork's version without its v (2.3.7+steady.1): it sorts after
 # the upstream release it patches. The package version adds Debian revision 1.
 #
-# usage: script/deb.sh LINE        (SERIES=file: build with another series
-#                                   file in place of the line's, for tests)
+# usage: script/deb.sh LINE
+# For the packaging tests: SERIES=file builds with another series file in
+# place of the line's, DEB_OUT=dir builds there instead, LINTIAN=no skips
+# lintian.
 set -euo pipefail
 
 line=${1:?usage: script/deb.sh LINE}
@@ -24,7 +26,7 @@ upstream=$(pin_field "$line" version)
 upver=$(fork_version "$line")
 upver=${upver#v}
 debver="$upver-1"
-out="$root/build/deb/$line"
+out=${DEB_OUT:-$root/build/deb/$line}
 src="$out/containerd-steady-$upver"
 series=${SERIES:-$pdir/series}
 
@@ -89,6 +91,14 @@ echo "deb $line: dpkg-buildpackage in $src"
 	tail -30 "$out/build.log" >&2
 	exit 1
 }
-echo "deb $line: lintian"
-lintian --fail-on error --info "$out/containerd-steady_${debver}_amd64.changes" | tee "$out/lintian.log"
+if [ "${LINTIAN:-yes}" != no ]; then
+	echo "deb $line: lintian"
+	lintian --fail-on error --info "$out/containerd-steady_${debver}_amd64.changes" > "$out/lintian.log" || {
+		echo "error: lintian found errors in the $line package:" >&2
+		grep '^E: ' "$out/lintian.log" >&2
+		exit 1
+	}
+	echo "deb $line: lintian: $(grep -c '^E: ' "$out/lintian.log") errors, $(grep -c '^W: ' "$out/lintian.log") warnings ($out/lintian.log):"
+	grep -E '^(E|W): ' "$out/lintian.log" || true
+fi
 echo "deb $line: $out/containerd-steady_${debver}_amd64.deb"

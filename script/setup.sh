@@ -5,8 +5,9 @@
 # pkg-config and libseccomp-dev to build each line's pinned runc
 # (script/runc.sh), and for the conformance suite (make conformance) the CNI
 # plugins (containernetworking-plugins), iproute2 for its private network
-# namespace and iptables for the portmap plugin. Go itself must already be
-# installed.
+# namespace and iptables for the portmap plugin; for the packages (make deb,
+# make test-package) dpkg-dev, debhelper and lintian, and systemd for
+# systemd-analyze. Go itself must already be installed.
 set -euo pipefail
 
 missing=()
@@ -21,6 +22,10 @@ command -v ps >/dev/null || missing+=(procps)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v iptables >/dev/null || missing+=(iptables)
+command -v dpkg-buildpackage >/dev/null || missing+=(dpkg-dev)
+command -v dh >/dev/null || missing+=(debhelper)
+command -v lintian >/dev/null || missing+=(lintian)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

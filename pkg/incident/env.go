@@ -26,8 +26,15 @@ type Build struct {
 }
 
 // Builds returns the upstream and the fork build of l, in that order.
+//
+// STEADY_FORK_BIN, when set, names another directory holding the fork's
+// binaries: an installed package's /usr/bin, say ('make test-deb').
 func Builds(l line.Line) (upstream, fork Build) {
-	return Build{Name: "upstream", BinDir: l.UpstreamBin(), Line: l}, Build{Name: "fork", BinDir: l.ForkBin(), Line: l}
+	forkBin := l.ForkBin()
+	if dir := os.Getenv("STEADY_FORK_BIN"); dir != "" {
+		forkBin = dir
+	}
+	return Build{Name: "upstream", BinDir: l.UpstreamBin(), Line: l}, Build{Name: "fork", BinDir: forkBin, Line: l}
 }
 
 // DaemonOptions fills in what opts needs from b's line: the configuration
