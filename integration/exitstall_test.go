@@ -23,6 +23,7 @@ func runExitStall(t *testing.T, b incident.Build, s incident.ExitStall) incident
 	defer cancel()
 	res, err := s.Run(ctx, b.Name, node, dir)
 	require.NoError(t, err)
+	t.Logf("%s: binaries from %s", b.Name, b.BinDir)
 	sum := res.Summarise()
 	t.Logf("%s: longest relist %s (p99 %s), longest UpdateContainerResources %s, longest ContainerStatus %s, kill->EXITED %s, shims done->EXITED %s, UNKNOWN seen %v, exit codes %v, update errors %d",
 		b.Name, sum.LongestRelist.Round(time.Millisecond), sum.RelistP99.Round(time.Millisecond),
