@@ -81,12 +81,7 @@ func startRefused(t *testing.T, b incident.Build, opts daemon.Options) error {
 	defer cancel()
 	opts = b.DaemonOptions(opts)
 	opts.ReadyTimeout = 30 * time.Second
-	d, err := daemon.Start(ctx, t.TempDir(), opts)
-	if err != nil {
-		return err
-	}
-	require.NoError(t, d.Cleanup(ctx))
-	return nil
+	return daemon.CheckStart(ctx, opts)
 }
 
 // firstLine is the line of err that containerd printed last before it

@@ -92,7 +92,9 @@ func TestDefaultConfig(t *testing.T) {
 			file := filepath.Join(t.TempDir(), "config.toml")
 			require.NoError(t, os.WriteFile(file, []byte(text), 0o600))
 
-			err := startConfig(t, b, file)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			err := daemon.CheckStart(ctx, b.DaemonOptions(daemon.Options{ConfigFile: file, ReadyTimeout: 30 * time.Second}))
 			if row.refused != "" {
 				require.Error(t, err, "the fork must refuse to start")
 				t.Logf("refused: %s", firstLine(err))
@@ -111,25 +113,6 @@ func TestDefaultConfig(t *testing.T) {
 
 // key joins a TOML key path into one map key.
 func key(path []string) string { return strings.Join(path, "\x00") }
-
-// startConfig starts b's containerd with the configuration file, on
-// private paths, until its CRI answers, and stops it. It returns why the
-// daemon did not start.
-func startConfig(t *testing.T, b incident.Build, file string) error {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dir, err := os.MkdirTemp("/tmp", "sc")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	opts := b.DaemonOptions(daemon.Options{ConfigFile: file, ReadyTimeout: 30 * time.Second})
-	d, err := daemon.Start(ctx, dir, opts)
-	if err != nil {
-		return err
-	}
-	require.NoError(t, d.Cleanup(ctx))
-	return nil
-}
 
 // configDump is 'containerd config dump' of b with the file, decoded.
 func configDump(b incident.Build, file string) (map[string]any, error) {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/containerd-steady/containerd-steady/pkg/daemon"
 	"github.com/containerd-steady/containerd-steady/pkg/deb"
-	"github.com/containerd-steady/containerd-steady/pkg/line"
 )
 
 // debPackage is the line's binary package as 'make deb' builds it.
@@ -126,10 +125,15 @@ func TestDebSeriesWithoutAPatch(t *testing.T) {
 		require.NoError(t, os.WriteFile(bad, []byte(strings.Replace(string(cfg), "record_exit_before_cleanup = true", `record_exit_before_cleanup = "yes"`, 1)), 0o600))
 
 		named := "key containerd.record_exit_before_cleanup: "
-		errFull := startRefused(t, l, filepath.Join(full, "usr", "bin"), bad)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		start := func(root string) error {
+			return daemon.CheckStart(ctx, daemon.Options{BinDir: filepath.Join(root, "usr", "bin"), Runc: l.RuncPath(), ConfigFile: bad, ReadyTimeout: 30 * time.Second})
+		}
+		errFull := start(full)
 		require.Error(t, errFull)
 		assert.Contains(t, errFull.Error(), named, "the full package names the key")
-		errWithout := startRefused(t, l, filepath.Join(without, "usr", "bin"), bad)
+		errWithout := start(without)
 		require.Error(t, errWithout)
 		assert.NotContains(t, errWithout.Error(), named, "without %s the package must answer as upstream does", dropped)
 		t.Logf("full package: %s", lastLines(errFull.Error(), 1))
@@ -155,24 +159,6 @@ func dropPatch(t *testing.T, series, part string) string {
 	require.NotEmpty(t, dropped, "no series entry contains %q", part)
 	require.NoError(t, os.WriteFile(series, []byte(strings.Join(kept, "\n")), 0o644))
 	return dropped
-}
-
-// startRefused starts the containerd in binDir with the config file on
-// private paths and returns why it did not start (nil if it did; it is
-// then stopped).
-func startRefused(t *testing.T, l line.Line, binDir, config string) error {
-	t.Helper()
-	dir, err := os.MkdirTemp("/tmp", "sc")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	d, err := daemon.Start(ctx, dir, daemon.Options{BinDir: binDir, Runc: l.RuncPath(), ConfigFile: config, ReadyTimeout: 30 * time.Second})
-	if err != nil {
-		return err
-	}
-	require.NoError(t, d.Cleanup(ctx))
-	return nil
 }
 
 func lastLines(s string, n int) string {
