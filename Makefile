@@ -86,7 +86,7 @@ test-deb: deb binaries
 ## test-unit: our harness's unit tests and go vet
 test-unit:
 	$(GO) vet ./...
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /integration -e /snapshots -e /conformance)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /integration -e /snapshots -e /conformance -e /packaging)
 
 ## test-tree: in-tree tests of every package the series touches (patched tree, -race)
 test-tree: tree
