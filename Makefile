@@ -154,5 +154,7 @@ bench: setup binaries
 bench-quick: setup binaries
 	BENCH_QUICK=1 $(GO) run ./cmd/steady-bench -line $(LINE) -json build/bench/$(LINE)-quick.json
 
+## clean: remove build/ (the Go module cache of make deb is read-only, hence the chmod)
 clean:
+	if [ -d build ]; then chmod -R u+w build; fi
 	rm -rf build

@@ -7,7 +7,8 @@
 #                                         line's default config, a changelog
 #                                         and debian/patches: the series
 #   the source and binary packages of 'dpkg-buildpackage -us -uc', built
-#   offline from build/deb/gomodcache (filled here first), then lintian.
+#   offline from build/deb/_gomodcache (filled here first; the underscore
+#   keeps it out of this module's ./... patterns), then lintian.
 #
 # <ver> is the fork's version without its v (2.3.7+steady.1): it sorts after
 # the upstream release it patches. The package version adds Debian revision 1.
@@ -79,7 +80,7 @@ CHANGELOG
 
 # The module cache the offline build reads: every module go.mod needs,
 # copied from this machine's module cache where it has them.
-gomodcache="$root/build/deb/gomodcache"
+gomodcache="$root/build/deb/_gomodcache"
 hostcache=$(go env GOMODCACHE)
 (cd "$root/build/$line/src" && GOMODCACHE="$gomodcache" GOFLAGS=-mod=mod \
 	GOPROXY="file://$hostcache/cache/download,$(go env GOPROXY)" go mod download)
