@@ -44,9 +44,8 @@ moddir=$(pinned_module_dir "$line")
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp -r "$moddir" "$stage/containerd-${upstream#v}"
-chmod -R u+w,go-w "$stage"
-tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
-	-C "$stage" -cf - "containerd-${upstream#v}" | gzip -n -9 > "$out/containerd-steady_$upver.orig.tar.gz"
+chmod -R u+w "$stage"
+reproducible_tar "$out/containerd-steady_$upver.orig.tar.gz" "$stage" "containerd-${upstream#v}"
 mv "$stage/containerd-${upstream#v}" "$src"
 
 # debian/: ours, the unit at the Debian path, the default config, the
@@ -60,7 +59,7 @@ grep -q '^ExecStart=/usr/bin/containerd$' "$src/debian/containerd-steady.contain
 }
 cp "$root/contrib/config/$line.toml" "$src/debian/config.toml"
 mkdir -p "$src/debian/patches"
-grep -v -e '^#' -e '^[[:space:]]*$' "$series" > "$src/debian/patches/series" || true
+series_patches "$series" > "$src/debian/patches/series"
 while read -r p; do
 	cp "$pdir/$p" "$src/debian/patches/"
 done < "$src/debian/patches/series"

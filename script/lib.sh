@@ -65,3 +65,19 @@ pinned_module_dir() {
 	[ -d "$dir" ] || { echo "error: go mod download gave no directory for $module@$version" >&2; return 1; }
 	echo "$dir"
 }
+
+# series_patches FILE prints the patch names of a series file in order,
+# without its comments and blank lines.
+series_patches() {
+	grep -v -e '^#' -e '^[[:space:]]*$' "$1" || true
+}
+
+# reproducible_tar OUTPUT DIR ENTRY... writes a gzipped tarball of the
+# entries below DIR that is the same bytes every time: sorted, owner 0,
+# modes without group or other write, mtime 0, gzip without a timestamp.
+reproducible_tar() {
+	local output=$1 dir=$2
+	shift 2
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 --mode=go-w \
+		-C "$dir" -cf - "$@" | gzip -n -9 > "$output"
+}

@@ -27,16 +27,10 @@ install -m 0755 "$root/build/$line/bin/containerd" "$root/build/$line/bin/contai
 install -D -m 0644 "$root/contrib/systemd/containerd.service" "$stage/etc/systemd/system/containerd.service"
 install -D -m 0644 "$root/contrib/config/$line.toml" "$stage/etc/containerd/config.toml"
 cp "$root/patches/$line/UPSTREAM" "$root/patches/$line/series" "$stage/patches/"
-grep -v -e '^#' -e '^[[:space:]]*$' "$root/patches/$line/series" | while read -r p; do
+series_patches "$root/patches/$line/series" | while read -r p; do
 	cp "$root/patches/$line/$p" "$stage/patches/"
 done
 
-reproducible_tar() { # OUTPUT DIR ENTRY...
-	local output=$1 dir=$2
-	shift 2
-	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 --mode=go-w \
-		-C "$dir" -cf - "$@" | gzip -n -9 > "$output"
-}
 bin_tgz="containerd-steady-${version}-linux-amd64.tar.gz"
 patch_tgz="containerd-steady-${version}-patches.tar.gz"
 reproducible_tar "$out/$bin_tgz" "$stage" bin etc

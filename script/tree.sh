@@ -22,7 +22,7 @@ version=$(pin_field "$line" version)
 sum=$(pin_field "$line" sum)
 
 # The patches named in the series, in order; comments and blank lines skipped.
-mapfile -t patches < <(grep -v -e '^#' -e '^[[:space:]]*$' "$pdir/series" || true)
+mapfile -t patches < <(series_patches "$pdir/series")
 for p in "${patches[@]}"; do
 	[ -f "$pdir/$p" ] || { echo "error: $pdir/series names $p, which does not exist" >&2; exit 1; }
 done
