@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -77,21 +78,39 @@ func (d *Daemon) shimSockets() []string {
 	return socks
 }
 
+// deleteWidth is how many 'runc delete --force' run at once: a node of
+// hundreds of pods is otherwise torn down one runc at a time.
+const deleteWidth = 4
+
 // killContainers force-deletes every container in the private runc roots.
 func (d *Daemon) killContainers(ctx context.Context) error {
 	roots, _ := filepath.Glob(filepath.Join(d.RuncRoot, "*"))
-	var errs []error
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	sem := make(chan struct{}, deleteWidth)
 	for _, root := range roots {
 		out, err := exec.CommandContext(ctx, d.opts.Runc, "--root", root, "list", "-q").Output()
 		if err != nil {
 			continue
 		}
 		for _, id := range strings.Fields(string(out)) {
-			if err := d.forceDelete(ctx, root, id); err != nil {
-				errs = append(errs, err)
-			}
+			wg.Add(1)
+			sem <- struct{}{}
+			go func(root, id string) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if err := d.forceDelete(ctx, root, id); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}(root, id)
 		}
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
