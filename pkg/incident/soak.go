@@ -3,11 +3,11 @@ package incident
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,10 +113,11 @@ func (s *Soak) defaults() {
 
 // soakFleet is the set of running containers, replaced one by one.
 type soakFleet struct {
-	mu   sync.Mutex
-	live []*Ticker
-	next int // name counter
-	wg   sync.WaitGroup
+	mu    sync.Mutex
+	live  []*Ticker
+	next  int // name counter
+	wg    sync.WaitGroup
+	start func(ctx context.Context, name string) (*Ticker, error)
 }
 
 func (f *soakFleet) pick(i int) *Ticker {
@@ -128,18 +129,109 @@ func (f *soakFleet) pick(i int) *Ticker {
 	return f.live[i%len(f.live)]
 }
 
+// size is the number of live containers.
+func (f *soakFleet) size() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.live)
+}
+
+// ids lists the live containers.
+func (f *soakFleet) ids() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := make([]string, len(f.live))
+	for i, tk := range f.live {
+		ids[i] = tk.ID
+	}
+	return ids
+}
+
+// newFleet starts n containers on node with start, one at a time.
+func newFleet(ctx context.Context, n int, start func(context.Context, string) (*Ticker, error)) (*soakFleet, error) {
+	f := &soakFleet{start: start}
+	if err := f.grow(ctx, n, 1); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// grow starts containers, width at a time, until the fleet has n.
+func (f *soakFleet) grow(ctx context.Context, n, width int) error {
+	f.mu.Lock()
+	first, count := f.next, n-len(f.live)
+	f.next += max(count, 0)
+	f.mu.Unlock()
+	started := make([]*Ticker, max(count, 0))
+	errs := make([]error, len(started))
+	sem := make(chan struct{}, width)
+	var wg sync.WaitGroup
+	for i := range started {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			started[i], errs[i] = f.start(ctx, fmt.Sprintf("soak-%d", first+i))
+		}(i)
+	}
+	wg.Wait()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, tk := range started {
+		if tk != nil {
+			f.live = append(f.live, tk)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// soakLoad is the soak's load on a fleet, running until its context ends:
+// resource updates at UpdatesPerSecond and a replacement every
+// ReplaceEvery.
+type soakLoad struct {
+	wg                sync.WaitGroup
+	mu                sync.Mutex
+	updates, errs     int
+	replaced, delayed int
+	updateLatencies   []time.Duration
+}
+
+const soakWorkers = 5
+
+// startLoad starts the update workers and the replace loop on fleet.
+func (s Soak) startLoad(ctx context.Context, node *Node, fleet *soakFleet, dir string) *soakLoad {
+	l := &soakLoad{}
+	for w := 0; w < soakWorkers; w++ {
+		l.wg.Add(1)
+		go func(w int) {
+			defer l.wg.Done()
+			s.updates(ctx, node, fleet, w, l)
+		}(w)
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		r, d := s.replace(ctx, node, fleet, dir)
+		l.mu.Lock()
+		l.replaced, l.delayed = r, d
+		l.mu.Unlock()
+	}()
+	return l
+}
+
+// wait waits for the load to end (its context must be done).
+func (l *soakLoad) wait() {
+	l.wg.Wait()
+}
+
 // Run plays the soak on node; dir receives strace logs.
 func (s Soak) Run(ctx context.Context, build string, node *Node, dir string) (SoakResult, error) {
 	s.defaults()
 	res := SoakResult{Build: build}
-	fleet := &soakFleet{}
-	for i := 0; i < s.Containers; i++ {
-		tk, err := node.StartTicker(ctx, fmt.Sprintf("soak-%d", fleet.next))
-		if err != nil {
-			return res, err
-		}
-		fleet.next++
-		fleet.live = append(fleet.live, tk)
+	fleet, err := newFleet(ctx, s.Containers, node.StartTicker)
+	if err != nil {
+		return res, err
 	}
 	s.Logf.printf("%s: %d containers running; soaking for %s", build, s.Containers, s.Duration)
 
@@ -147,25 +239,7 @@ func (s Soak) Run(ctx context.Context, build string, node *Node, dir string) (So
 	runCtx, stop := context.WithTimeout(ctx, s.Duration)
 	defer stop()
 	probe := relist.Start(runCtx, node.CRI.RuntimeServiceClient, time.Second)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	const workers = 5
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			n, errs := s.updates(runCtx, node, fleet, w, workers)
-			mu.Lock()
-			res.Updates += n
-			res.UpdateErrs += errs
-			mu.Unlock()
-		}(w)
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		res.Replaced, res.Delayed = s.replace(runCtx, node, fleet, dir)
-	}()
+	load := s.startLoad(runCtx, node, fleet, dir)
 
 	sample := func() {
 		if sm, err := footprint(node, time.Since(start)); err == nil {
@@ -185,22 +259,23 @@ func (s Soak) Run(ctx context.Context, build string, node *Node, dir string) (So
 		}
 	}
 	sample()
-	wg.Wait()
+	load.wait()
+	res.Updates, res.UpdateErrs, res.Replaced, res.Delayed = load.updates, load.errs, load.replaced, load.delayed
 	res.Relist = probe.Stop()
 	fleet.wg.Wait() // the replaced pods' removal
 	return res, nil
 }
 
 // updates sends this worker's share of UpdatesPerSecond, round robin over
-// the live containers, and returns how many it sent and how many failed.
-func (s Soak) updates(ctx context.Context, node *Node, fleet *soakFleet, w, workers int) (n, errs int) {
-	every := time.Duration(workers) * time.Second / time.Duration(s.UpdatesPerSecond)
+// the live containers, and counts them in l.
+func (s Soak) updates(ctx context.Context, node *Node, fleet *soakFleet, w int, l *soakLoad) {
+	every := time.Duration(soakWorkers) * time.Second / time.Duration(s.UpdatesPerSecond)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	for i := w; ctx.Err() == nil; i += workers {
+	for i := w; ctx.Err() == nil; i += soakWorkers {
 		select {
 		case <-ctx.Done():
-			return n, errs
+			return
 		case <-tick.C:
 		}
 		tk := fleet.pick(i)
@@ -208,22 +283,26 @@ func (s Soak) updates(ctx context.Context, node *Node, fleet *soakFleet, w, work
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, relist.RequestTimeout)
+		began := time.Now()
 		err := node.CRI.UpdateCPU(rctx, tk.ID, int64(256+i%512))
+		took := time.Since(began)
 		cancel()
 		if ctx.Err() != nil {
-			return n, errs
+			return
 		}
-		n++
+		l.mu.Lock()
+		l.updates++
+		l.updateLatencies = append(l.updateLatencies, took)
 		if err != nil {
-			errs++
+			l.errs++
 		}
+		l.mu.Unlock()
 	}
-	return n, errs
 }
 
 // replace kills the oldest container every ReplaceEvery and starts a new
 // one in its place; every DelayEvery-th dies with its shim's umount2
-// delayed. The old pod is removed in the background once its container
+// delayed (none when DelayEvery is negative). The old pod is removed in the background once its container
 // has exited.
 func (s Soak) replace(ctx context.Context, node *Node, fleet *soakFleet, dir string) (replaced, delayed int) {
 	tick := time.NewTicker(s.ReplaceEvery)
@@ -242,7 +321,7 @@ func (s Soak) replace(ctx context.Context, node *Node, fleet *soakFleet, dir str
 		fleet.mu.Unlock()
 
 		var d *fault.Delay
-		if (replaced+1)%s.DelayEvery == 0 {
+		if s.DelayEvery > 0 && (replaced+1)%s.DelayEvery == 0 {
 			var err error
 			d, err = fault.DelaySyscalls(ctx, old.ShimPID, []string{"umount2"}, s.Delay,
 				filepath.Join(dir, fmt.Sprintf("strace-shim-%d.log", old.ShimPID)))
@@ -260,7 +339,7 @@ func (s Soak) replace(ctx context.Context, node *Node, fleet *soakFleet, dir str
 		}()
 		replaced++
 
-		tk, err := node.StartTicker(ctx, name)
+		tk, err := fleet.start(ctx, name)
 		if err != nil {
 			s.Logf.printf("soak: start %s: %v", name, err)
 			continue
@@ -321,18 +400,12 @@ func footprint(node *Node, at time.Duration) (SoakSample, error) {
 // goroutines reads "goroutine profile: total N" from containerd's debug
 // server at the unix socket sock.
 func goroutines(sock string) (int, error) {
-	client := http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}},
-	}
-	resp, err := client.Get("http://containerd/debug/pprof/goroutine?debug=1")
+	body, err := debugGet(sock, "/debug/pprof/goroutine?debug=1")
 	if err != nil {
-		return 0, fmt.Errorf("goroutine profile: %w", err)
+		return 0, err
 	}
-	defer resp.Body.Close()
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	defer body.Close()
+	line, err := bufio.NewReader(body).ReadString('\n')
 	if err != nil {
 		return 0, fmt.Errorf("goroutine profile: %w", err)
 	}
@@ -345,15 +418,67 @@ func goroutines(sock string) (int, error) {
 
 // rssOf is VmRSS of pid, in bytes.
 func rssOf(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procStatus(pid, "VmRSS")
+	return v["VmRSS"], err
+}
+
+// procStatus reads the named kB fields of /proc/<pid>/status, in bytes.
+func procStatus(pid int, names ...string) (map[string]int64, error) {
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	values := map[string]int64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(l, ":")
+		if !ok || !slices.Contains(names, name) {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", path, name, err)
+		}
+		values[name] = kb * 1024
+	}
+	for _, name := range names {
+		if _, ok := values[name]; !ok {
+			return nil, fmt.Errorf("no %s in %s", name, path)
+		}
+	}
+	return values, nil
+}
+
+// userHZ is the unit of the CPU times in /proc/<pid>/stat: USER_HZ, 100
+// on every Linux architecture Go supports.
+const userHZ = 100
+
+// cpuTimeOf is the CPU time, user and system, that every thread of pid has
+// used so far.
+func cpuTimeOf(pid int) (time.Duration, error) {
+	return parseCPUTime(fmt.Sprintf("/proc/%d/stat", pid))
+}
+
+func parseCPUTime(path string) (time.Duration, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb * 1024, err
-		}
+	// The command name, in parentheses, may hold spaces and parentheses:
+	// fields count from after the last closing parenthesis, where field 3
+	// (state) begins.
+	i := strings.LastIndex(string(b), ") ")
+	f := strings.Fields(string(b)[i+1:])
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("%s: too few fields", path)
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	var ticks int64
+	for _, v := range f[11:13] { // utime and stime, fields 14 and 15
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", path, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
 }

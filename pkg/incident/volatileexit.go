@@ -206,7 +206,7 @@ func (v VolatileExit) measure(ctx context.Context, node *Node, dir, name string)
 	run.Written = mib << 20
 
 	if !v.NoWriter {
-		w, err := startDiskWriter(filepath.Join(dir, "writer-"+name), v.WriterChunk)
+		w, err := startDiskWriter(filepath.Join(dir, "writer-"+name), v.WriterChunk, false)
 		if err != nil {
 			return run, err
 		}
@@ -241,7 +241,8 @@ func (v VolatileExit) measure(ctx context.Context, node *Node, dir, name string)
 	return run, nil
 }
 
-// diskWriter is a shell loop that writes and fsyncs a file again and again.
+// diskWriter is a shell loop that writes and fsyncs a file again and again,
+// through the page cache or, direct, with O_DIRECT.
 type diskWriter struct {
 	cmd    *exec.Cmd
 	file   string
@@ -249,14 +250,18 @@ type diskWriter struct {
 	done   chan struct{}
 }
 
-func startDiskWriter(file string, chunk int64) (*diskWriter, error) {
+func startDiskWriter(file string, chunk int64, direct bool) (*diskWriter, error) {
 	w := &diskWriter{file: file, rounds: file + ".rounds", done: make(chan struct{})}
 	mib := chunk >> 20
 	if mib < 1 {
 		mib = 1
 	}
-	script := fmt.Sprintf(`while :; do printf . >> %q; dd if=/dev/zero of=%q bs=1M count=%d conv=fsync 2>/dev/null; done`,
-		w.rounds, file, mib)
+	oflag := ""
+	if direct {
+		oflag = "oflag=direct"
+	}
+	script := fmt.Sprintf(`while :; do printf . >> %q; dd if=/dev/zero of=%q bs=1M count=%d conv=fsync %s 2>/dev/null; done`,
+		w.rounds, file, mib, oflag)
 	w.cmd = exec.Command("sh", "-c", script)
 	// Its own process group, so that stop ends the loop and its dd.
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
