@@ -9,10 +9,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -27,30 +30,71 @@ type benchCase struct {
 	name string
 	opts daemon.Options
 	run  func(ctx context.Context, build string, node *incident.Node, dir string) (map[string]float64, error)
+	// incident marks a case whose builds differ by orders of magnitude:
+	// it runs incidentRounds rounds, not the plan's.
+	incident bool
+}
+
+// incidentRounds is how many rounds an incident case runs outside the
+// quick mode: two show the spread, and a third would add a quarter to the
+// bench's time (issue 16's budget is 40 minutes a line).
+const incidentRounds = 2
+
+// roundsOf is how many rounds c runs.
+func (p plan) roundsOf(c benchCase) int {
+	if c.incident && !p.quick {
+		return min(p.rounds, incidentRounds)
+	}
+	return p.rounds
 }
 
 type plan struct {
 	quick  bool
 	rounds int
 	delay  time.Duration
+	// only, when set, selects the cases to run by name.
+	only *regexp.Regexp
+	// heapDir receives containerd's heap profiles per build on the busy
+	// node, empty and at its last count, for 'go tool pprof -base'.
+	heapDir string
+	// big grows the node case on to 500 containers, which does not fit
+	// a line's 40-minute budget on a 2-core machine.
+	big bool
 }
 
 func main() {
 	lineName := flag.String("line", line.Default, "release line to run (patches/<line>/UPSTREAM), built by 'make binaries LINE=<line>'")
 	out := flag.String("json", "", "where to write every sample as JSON (default build/bench/<line>.json)")
+	only := flag.String("run", "", "run only the cases whose name matches this regular expression (the volatile case is named \"exit cost with volatile\")")
+	big := flag.Bool("big", false, "grow the node case on to 500 containers (outside the 40-minute budget of a line)")
+	rounds := flag.Int("rounds", 3, "rounds per build of each case (incident cases run at most 2)")
 	flag.Parse()
-	p := plan{quick: os.Getenv("BENCH_QUICK") == "1", rounds: 3, delay: 20 * time.Second}
+	p := plan{quick: os.Getenv("BENCH_QUICK") == "1", rounds: *rounds, delay: 20 * time.Second, big: *big}
 	if p.quick {
 		p.rounds, p.delay = 1, 5*time.Second
+	}
+	if p.rounds < 1 {
+		fmt.Fprintf(os.Stderr, "steady-bench: -rounds %d: at least 1\n", p.rounds)
+		os.Exit(2)
 	}
 	// An interrupt cancels the run, so every node is still cleaned up.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	l, err := line.Load(line.RepoRoot(), *lineName)
+	if err == nil && *only != "" {
+		p.only, err = regexp.Compile(*only)
+		if err != nil {
+			err = fmt.Errorf("-run: %w", err)
+		}
+	}
 	if err == nil {
 		if *out == "" {
 			*out = filepath.Join(l.Root, "build", "bench", l.Name+".json")
 		}
+		p.heapDir = strings.TrimSuffix(*out, ".json") + "-heap"
+		err = os.MkdirAll(p.heapDir, 0o755)
+	}
+	if err == nil {
 		err = run(ctx, l, *out, p)
 	}
 	if err != nil {
@@ -60,24 +104,48 @@ func main() {
 }
 
 func cases(p plan) []benchCase {
-	pods, steady := []int{1, 20}, []int{50, 200}
-	calls, burst, start := 500, 50, 20
+	pods := []int{1, 20}
+	node := incident.Contention{
+		Counts: []int{50, 200}, Duration: time.Minute, SerialPods: 20,
+		Idle: incident.Idle{Calls: 500, Burst: 50}, ProfileDir: p.heapDir, Logf: progress,
+	}
+	if p.big {
+		node.Counts = append(node.Counts, 500)
+	}
 	if p.quick {
-		pods, steady = []int{1, 5}, []int{10}
-		calls, burst, start = 50, 10, 4
+		pods = []int{1, 5}
+		node.Counts, node.Duration, node.SerialPods = []int{10, 20}, 15*time.Second, 4
+		node.Idle = incident.Idle{Calls: 50, Burst: 10}
 	}
 	var cs []benchCase
 	for _, n := range pods {
-		cs = append(cs, benchCase{name: fmt.Sprintf("stall under exit, %d pods, D=%s", n, p.delay), run: exitCase(p.delay, n)})
+		cs = append(cs, benchCase{name: fmt.Sprintf("stall under exit, %d pods, D=%s", n, p.delay), run: exitCase(p.delay, n), incident: true})
 	}
-	cs = append(cs, benchCase{name: fmt.Sprintf("init container exit, D=%s", p.delay), run: initExitCase(p.delay)})
-	cs = append(cs, benchCase{name: fmt.Sprintf("stall under metadata fsync, D=%s", p.delay), run: fsyncCase(p.delay)})
-	for _, n := range steady {
-		s := incident.SteadyState{Containers: n, Calls: calls, Burst: burst, StartPods: start}
-		cs = append(cs, benchCase{name: fmt.Sprintf("steady state, %d containers", n), run: steadyCase(s)})
-	}
-	return cs
+	cs = append(cs, benchCase{name: fmt.Sprintf("init container exit, D=%s", p.delay), run: initExitCase(p.delay), incident: true})
+	cs = append(cs, benchCase{name: fmt.Sprintf("stall under metadata fsync, D=%s", p.delay), run: fsyncCase(p.delay), incident: true})
+	cs = append(cs, benchCase{name: fmt.Sprintf("%s %v containers, idle then busy for %s", nodeName, node.Counts, node.Duration), run: nodeCase(node)})
+	return p.selected(cs)
 }
+
+// nodeName begins the name of the idle and busy node case.
+const nodeName = "node at"
+
+// selected keeps the cases p.only matches.
+func (p plan) selected(cs []benchCase) []benchCase {
+	if p.only == nil {
+		return cs
+	}
+	var keep []benchCase
+	for _, c := range cs {
+		if p.only.MatchString(c.name) {
+			keep = append(keep, c)
+		}
+	}
+	return keep
+}
+
+// volatileName is the name the volatile case is selected by.
+const volatileName = "exit cost with volatile"
 
 func exitCase(d time.Duration, pods int) func(context.Context, string, *incident.Node, string) (map[string]float64, error) {
 	return func(ctx context.Context, build string, node *incident.Node, dir string) (map[string]float64, error) {
@@ -129,23 +197,43 @@ func fsyncCase(d time.Duration) func(context.Context, string, *incident.Node, st
 	}
 }
 
-func steadyCase(s incident.SteadyState) func(context.Context, string, *incident.Node, string) (map[string]float64, error) {
+func nodeCase(c incident.Contention) func(context.Context, string, *incident.Node, string) (map[string]float64, error) {
 	return func(ctx context.Context, build string, node *incident.Node, dir string) (map[string]float64, error) {
-		res, err := s.Run(ctx, node)
+		res, err := c.Run(ctx, build, node, dir)
 		if err != nil {
 			return nil, err
 		}
-		return map[string]float64{
-			"ListContainers p50 (ms)":         ms(res.ListP50),
-			"ListContainers p99 (ms)":         ms(res.ListP99),
-			"ContainerStatus p50 (ms)":        ms(res.StatusP50),
-			"ContainerStatus p99 (ms)":        ms(res.StatusP99),
-			"update burst p99 (ms)":           ms(res.BurstP99),
-			"update burst throughput (/s)":    res.BurstPerSecond,
-			"pod start, serial (/s)":          res.StartSerialPerSecond,
-			"pod start, 4-way (/s)":           res.StartParallelPerSecond,
-			"containerd RSS at the end (MiB)": float64(res.RSSBytes) / (1 << 20),
-		}, nil
+		m := map[string]float64{}
+		for _, s := range res.Steps {
+			at := func(name string) string { return fmt.Sprintf("%d: %s", s.Containers, name) }
+			m[at("pod start, 4-way (/s)")] = s.StartPerSecond
+			m[at("RSS (MiB)")] = float64(s.Memory.RSS) / (1 << 20)
+			m[at("RSS anonymous (MiB)")] = float64(s.Memory.RSSAnon) / (1 << 20)
+			m[at("live heap (MiB)")] = float64(s.Memory.HeapAlloc) / (1 << 20)
+			m[at("idle ListContainers p50 (ms)")] = ms(s.Idle.ListP50)
+			m[at("idle ListContainers p99 (ms)")] = ms(s.Idle.ListP99)
+			m[at("idle ContainerStatus p50 (ms)")] = ms(s.Idle.StatusP50)
+			m[at("idle ContainerStatus p99 (ms)")] = ms(s.Idle.StatusP99)
+			m[at("idle update burst p99 (ms)")] = ms(s.Idle.BurstP99)
+			m[at("idle update burst (/s)")] = s.Idle.BurstPerSecond
+			m[at("busy relist p50 (ms)")] = ms(s.Relist.P50)
+			m[at("busy relist p99 (ms)")] = ms(s.Relist.P99)
+			m[at("busy relist p999 (ms)")] = ms(s.Relist.P999)
+			m[at("busy ContainerStatus p50 (ms)")] = ms(s.Status.P50)
+			m[at("busy ContainerStatus p99 (ms)")] = ms(s.Status.P99)
+			m[at("busy ContainerStatus p999 (ms)")] = ms(s.Status.P999)
+			m[at("busy ContainerStatus answered (/s)")] = s.StatusPerSecond
+			m[at("busy UpdateContainerResources p99 (ms)")] = ms(s.Update.P99)
+			m[at("busy updates done (/s)")] = s.UpdatesPerSecond
+			m[at("busy update errors")] = float64(s.Update.Errors)
+			m[at("busy containers replaced")] = float64(s.Replaced)
+			m[at("busy containerd CPU (% of a core)")] = 100 * s.CPU.Seconds() / s.Took.Seconds()
+		}
+		m["pod start, serial (/s)"] = res.StartSerialPerSecond
+		rss, heap := res.Memory().PerContainer()
+		m["memory: RSS per container (KiB)"] = rss / 1024
+		m["memory: live heap per container (KiB)"] = heap / 1024
+		return m, nil
 	}
 }
 
@@ -160,19 +248,27 @@ func run(ctx context.Context, l line.Line, out string, p plan) error {
 	}
 	upstream, fork := incident.Builds(l)
 	builds := []incident.Build{fork, upstream}
+	for _, b := range builds {
+		if err := b.DropCache(); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(os.Stderr, "line %s (%s): fork %s against upstream %s, runc %s\n", l.Name, l.Status, l.ForkVersion(), l.Version, l.Runc)
 	all := samples{}
 	cs := cases(p)
 	begin := time.Now()
+	var costs []cost
 	for _, c := range cs {
+		costs = append(costs, cost{name: c.name, began: time.Now()})
 		all[c.name] = map[string]map[string][]float64{}
-		for r := 0; r < p.rounds; r++ {
+		rounds := p.roundsOf(c)
+		for r := 0; r < rounds; r++ {
 			order := builds
 			if r%2 == 1 { // alternate who goes first
 				order = []incident.Build{builds[1], builds[0]}
 			}
 			for _, b := range order {
-				fmt.Fprintf(os.Stderr, "[%s] %s, round %d/%d, %s\n", time.Since(begin).Round(time.Second), c.name, r+1, p.rounds, b.Name)
+				fmt.Fprintf(os.Stderr, "[%s] %s, round %d/%d, %s\n", time.Since(begin).Round(time.Second), c.name, r+1, rounds, b.Name)
 				m, err := runCase(ctx, c, b)
 				if err != nil {
 					return fmt.Errorf("%s on %s: %w", c.name, b.Name, err)
@@ -186,18 +282,25 @@ func run(ctx context.Context, l line.Line, out string, p plan) error {
 			}
 		}
 	}
+	costs = append(costs, cost{began: time.Now()})
 	printTable(l, cs, all, p)
 	if err := complete(cs, all); err != nil {
 		return err
 	}
-	vol, err := volatileCase(ctx, builds[0], p)
-	if err != nil {
-		return fmt.Errorf("exit cost with volatile: %w", err)
+	var vol incident.VolatileExitResult
+	if p.only == nil || p.only.MatchString(volatileName) {
+		costs[len(costs)-1].name = volatileName
+		var err error
+		if vol, err = volatileCase(ctx, builds[0], p); err != nil {
+			return fmt.Errorf("%s: %w", volatileName, err)
+		}
+		costs = append(costs, cost{began: time.Now()})
 	}
+	printCosts(costs)
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(map[string]any{"rounds": p.rounds, "quick": p.quick, "delay": p.delay.String(), "samples": all, "volatile_exit": vol}, "", "  ")
+	b, err := json.MarshalIndent(map[string]any{"rounds": p.rounds, "incident_rounds": p.roundsOf(benchCase{incident: true}), "quick": p.quick, "delay": p.delay.String(), "samples": all, "volatile_exit": vol}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -213,29 +316,84 @@ func runCase(ctx context.Context, c benchCase, b incident.Build) (map[string]flo
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
+	began := time.Now()
 	node, err := incident.StartNode(ctx, b, dir, c.opts)
 	if err != nil {
 		return nil, err
 	}
-	defer node.Close()
+	progress("node started in %s", time.Since(began).Round(100*time.Millisecond))
+	defer func() {
+		closing := time.Now()
+		_ = node.Close()
+		progress("node closed in %s", time.Since(closing).Round(100*time.Millisecond))
+	}()
 	return c.run(ctx, b.Name, node, dir)
 }
 
+// progress tells, on stderr, where a case spends its time.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "  %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
 func printTable(l line.Line, cs []benchCase, all samples, p plan) {
-	fmt.Printf("line %s: fork %s vs upstream %s (runc %s), %d round(s) each, alternating; median [min-max]\n\n", l.Name, l.ForkVersion(), l.Version, l.Runc, p.rounds)
-	fmt.Println("| case | measure | fork | upstream | fork/upstream |")
-	fmt.Println("|---|---|---|---|---|")
+	fmt.Printf("line %s: fork %s vs upstream %s (runc %s), %d round(s) each (incident cases %d), alternating; median [min-max]\n",
+		l.Name, l.ForkVersion(), l.Version, l.Runc, p.rounds, p.roundsOf(benchCase{incident: true}))
+	fmt.Println("fork/upstream: the ratio of the medians [the lowest and highest ratio of one round's fork to the same round's upstream];")
+	fmt.Print("differs: \"yes\" only when the two builds' rounds do not overlap, \"noise\" otherwise\n\n")
+	fmt.Println("| case | measure | fork | upstream | fork/upstream | differs |")
+	fmt.Println("|---|---|---|---|---|---|")
 	for _, c := range cs {
 		metrics := make([]string, 0, len(all[c.name]))
 		for k := range all[c.name] {
 			metrics = append(metrics, k)
 		}
-		sort.Strings(metrics)
+		sort.Slice(metrics, func(i, j int) bool { return countsFirst(metrics[i], metrics[j]) })
 		for _, k := range metrics {
 			f, u := all[c.name][k]["fork"], all[c.name][k]["upstream"]
-			fmt.Printf("| %s | %s | %s | %s | %s |\n", c.name, k, spread(f), spread(u), ratio(median(f), median(u)))
+			fmt.Printf("| %s | %s | %s | %s | %s | %s |\n", c.name, k, spread(f), spread(u), ratios(f, u), differs(f, u))
 		}
 	}
+}
+
+// cost is when a case began; the next cost's began is when it ended.
+type cost struct {
+	name  string
+	began time.Time
+}
+
+// printCosts prints what each case cost in wall time, all rounds of both
+// builds, so the bench can be kept inside its budget. The last entry only
+// marks the end of the one before.
+func printCosts(costs []cost) {
+	fmt.Print("\nwall time per case (all rounds, both builds)\n\n| case | minutes |\n|---|---|\n")
+	var total time.Duration
+	for i := 0; i+1 < len(costs); i++ {
+		d := costs[i+1].began.Sub(costs[i].began)
+		total += d
+		fmt.Printf("| %s | %.1f |\n", costs[i].name, d.Minutes())
+	}
+	fmt.Printf("| total | %.1f |\n", total.Minutes())
+}
+
+// countsFirst orders "50: x" before "200: x": by the leading container
+// count, then by name; names without a count come last.
+func countsFirst(a, b string) bool {
+	na, ra := leadingCount(a)
+	nb, rb := leadingCount(b)
+	if na != nb {
+		return na < nb
+	}
+	return ra < rb
+}
+
+// leadingCount splits "50: x" into 50 and "x"; a name without a count
+// sorts after every count.
+func leadingCount(s string) (int, string) {
+	before, after, ok := strings.Cut(s, ": ")
+	if n, err := strconv.Atoi(before); ok && err == nil {
+		return n, after
+	}
+	return math.MaxInt, s
 }
 
 func median(v []float64) float64 {
@@ -260,6 +418,44 @@ func spread(v []float64) string {
 		return num(s[0])
 	}
 	return fmt.Sprintf("%s [%s-%s]", num(median(s)), num(s[0]), num(s[len(s)-1]))
+}
+
+// ratios is the ratio of the medians with the range of the per-round
+// ratios (round i of the fork against round i of upstream).
+func ratios(f, u []float64) string {
+	r := ratio(median(f), median(u))
+	if len(f) < 2 || len(f) != len(u) {
+		return r
+	}
+	var per []float64
+	for i := range f {
+		if u[i] == 0 {
+			return r
+		}
+		per = append(per, f[i]/u[i])
+	}
+	sort.Float64s(per)
+	return fmt.Sprintf("%s [%.2f-%.2f]", r, per[0], per[len(per)-1])
+}
+
+// differs says whether the builds' samples are apart: every round of one
+// above every round of the other. With one round each it cannot tell.
+func differs(f, u []float64) string {
+	if len(f) < 2 || len(u) < 2 {
+		return "-"
+	}
+	fmin, fmax := minMax(f)
+	umin, umax := minMax(u)
+	if fmax < umin || umax < fmin {
+		return "yes"
+	}
+	return "noise"
+}
+
+func minMax(v []float64) (lo, hi float64) {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[0], s[len(s)-1]
 }
 
 func ratio(f, u float64) string {
