@@ -253,33 +253,17 @@ func pollStatus(ctx context.Context, node *Node, fleet *soakFleet, every time.Du
 	out := make(chan statusPolls, 1)
 	go func() {
 		var p statusPolls
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-ctx.Done():
-				out <- p
-				return
-			case <-tick.C:
-			}
-			tk := fleet.pick(i)
-			if tk == nil {
-				continue
-			}
-			rctx, cancel := context.WithTimeout(ctx, relist.RequestTimeout)
-			start := time.Now()
-			_, err := node.CRI.ContainerStatus(rctx, &runtimeapi.ContainerStatusRequest{ContainerId: tk.ID})
-			took := time.Since(start)
-			cancel()
-			if ctx.Err() != nil {
-				continue
-			}
+		onFleet(ctx, fleet, every, 0, 1, func(ctx context.Context, tk *Ticker, _ int) error {
+			_, err := node.CRI.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: tk.ID})
+			return err
+		}, func(took time.Duration, err error) {
 			if err != nil {
 				p.errs++
 			} else {
 				p.durations = append(p.durations, took)
 			}
-		}
+		})
+		out <- p
 	}()
 	return out
 }

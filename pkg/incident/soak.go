@@ -270,9 +270,28 @@ func (s Soak) Run(ctx context.Context, build string, node *Node, dir string) (So
 // the live containers, and counts them in l.
 func (s Soak) updates(ctx context.Context, node *Node, fleet *soakFleet, w int, l *soakLoad) {
 	every := time.Duration(soakWorkers) * time.Second / time.Duration(s.UpdatesPerSecond)
+	onFleet(ctx, fleet, every, w, soakWorkers, func(ctx context.Context, tk *Ticker, i int) error {
+		return node.CRI.UpdateCPU(ctx, tk.ID, int64(256+i%512))
+	}, func(took time.Duration, err error) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.updates++
+		l.updateLatencies = append(l.updateLatencies, took)
+		if err != nil {
+			l.errs++
+		}
+	})
+}
+
+// onFleet calls call on the fleet's live containers in turn, one call
+// every every, the i-th, then the i+step-th and so on, until ctx ends.
+// Each call has relist.RequestTimeout; record gets how long it took and
+// its error, unless ctx ended meanwhile.
+func onFleet(ctx context.Context, fleet *soakFleet, every time.Duration, i, step int,
+	call func(ctx context.Context, tk *Ticker, i int) error, record func(took time.Duration, err error)) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	for i := w; ctx.Err() == nil; i += soakWorkers {
+	for ; ; i += step {
 		select {
 		case <-ctx.Done():
 			return
@@ -284,19 +303,13 @@ func (s Soak) updates(ctx context.Context, node *Node, fleet *soakFleet, w int, 
 		}
 		rctx, cancel := context.WithTimeout(ctx, relist.RequestTimeout)
 		began := time.Now()
-		err := node.CRI.UpdateCPU(rctx, tk.ID, int64(256+i%512))
+		err := call(rctx, tk, i)
 		took := time.Since(began)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		l.mu.Lock()
-		l.updates++
-		l.updateLatencies = append(l.updateLatencies, took)
-		if err != nil {
-			l.errs++
-		}
-		l.mu.Unlock()
+		record(took, err)
 	}
 }
 
