@@ -259,7 +259,7 @@ func run(ctx context.Context, l line.Line, out string, p plan) error {
 	begin := time.Now()
 	var costs []cost
 	for _, c := range cs {
-		costs = append(costs, cost{name: c.name, began: time.Now()})
+		began := time.Now()
 		all[c.name] = map[string]map[string][]float64{}
 		rounds := p.roundsOf(c)
 		for r := 0; r < rounds; r++ {
@@ -281,20 +281,20 @@ func run(ctx context.Context, l line.Line, out string, p plan) error {
 				}
 			}
 		}
+		costs = append(costs, cost{name: c.name, took: time.Since(began)})
 	}
-	costs = append(costs, cost{began: time.Now()})
 	printTable(l, cs, all, p)
 	if err := complete(cs, all); err != nil {
 		return err
 	}
 	var vol incident.VolatileExitResult
 	if p.only == nil || p.only.MatchString(volatileName) {
-		costs[len(costs)-1].name = volatileName
+		began := time.Now()
 		var err error
 		if vol, err = volatileCase(ctx, builds[0], p); err != nil {
 			return fmt.Errorf("%s: %w", volatileName, err)
 		}
-		costs = append(costs, cost{began: time.Now()})
+		costs = append(costs, cost{name: volatileName, took: time.Since(began)})
 	}
 	printCosts(costs)
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
@@ -355,22 +355,20 @@ func printTable(l line.Line, cs []benchCase, all samples, p plan) {
 	}
 }
 
-// cost is when a case began; the next cost's began is when it ended.
+// cost is the wall time one case took, all rounds of both builds.
 type cost struct {
-	name  string
-	began time.Time
+	name string
+	took time.Duration
 }
 
-// printCosts prints what each case cost in wall time, all rounds of both
-// builds, so the bench can be kept inside its budget. The last entry only
-// marks the end of the one before.
+// printCosts prints what each case cost, so the bench can be kept inside
+// its budget.
 func printCosts(costs []cost) {
 	fmt.Print("\nwall time per case (all rounds, both builds)\n\n| case | minutes |\n|---|---|\n")
 	var total time.Duration
-	for i := 0; i+1 < len(costs); i++ {
-		d := costs[i+1].began.Sub(costs[i].began)
-		total += d
-		fmt.Printf("| %s | %.1f |\n", costs[i].name, d.Minutes())
+	for _, c := range costs {
+		total += c.took
+		fmt.Printf("| %s | %.1f |\n", c.name, c.took.Minutes())
 	}
 	fmt.Printf("| total | %.1f |\n", total.Minutes())
 }
