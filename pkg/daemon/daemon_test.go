@@ -88,7 +88,8 @@ func TestStartErrors(t *testing.T) {
 	assert.ErrorContains(t, err, "make binaries")
 }
 
-// TestUnmountAll mounts real tmpfs file systems, nested, and removes them.
+// TestUnmountAll mounts real tmpfs file systems, nested, finds them and
+// removes them.
 func TestUnmountAll(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
@@ -105,10 +106,15 @@ func TestUnmountAll(t *testing.T) {
 	points, err := MountsUnder(dir)
 	require.NoError(t, err)
 	require.Equal(t, []string{inner, outer}, points, "deepest first, with escaped spaces decoded")
+	m, err := LookupMount(outer)
+	require.NoError(t, err)
+	assert.Equal(t, "tmpfs", m.FSType)
 	require.NoError(t, UnmountAll(dir))
 	points, err = MountsUnder(dir)
 	require.NoError(t, err)
 	assert.Empty(t, points)
+	_, err = LookupMount(outer)
+	assert.ErrorIs(t, err, ErrNoMount)
 	assert.False(t, strings.HasPrefix(dir, outer))
 }
 

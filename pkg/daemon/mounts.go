@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -12,6 +13,10 @@ type Mount struct {
 	Target, FSType string
 	Super          []string // super block options
 }
+
+// ErrNoMount is what LookupMount returns, wrapped, when nothing is mounted
+// at its target.
+var ErrNoMount = errors.New("no mount")
 
 // LookupMount returns the visible (last) mount at target.
 func LookupMount(target string) (Mount, error) {
@@ -38,7 +43,7 @@ func LookupMount(target string) (Mount, error) {
 		return m, err
 	}
 	if !found {
-		return m, fmt.Errorf("no mount at %s", target)
+		return m, fmt.Errorf("%w at %s", ErrNoMount, target)
 	}
 	return m, nil
 }

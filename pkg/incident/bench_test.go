@@ -126,3 +126,17 @@ func residentPages(t *testing.T, path string) int {
 	}
 	return n
 }
+
+func TestVolatileExitRatio(t *testing.T) {
+	for _, tc := range []struct {
+		plain, volatile time.Duration
+		want            float64
+	}{
+		{plain: 3 * time.Second, volatile: 500 * time.Millisecond, want: 6},
+		{plain: 0, volatile: time.Second, want: 0},
+		{plain: time.Second, volatile: 0, want: 0},
+	} {
+		r := VolatileExitResult{Plain: VolatileExitRun{KillToCleaned: tc.plain}, Volatile: VolatileExitRun{KillToCleaned: tc.volatile}}
+		assert.InDelta(t, tc.want, r.Ratio(), 1e-9, "%s / %s", tc.plain, tc.volatile)
+	}
+}

@@ -20,8 +20,10 @@ import (
 // overlay): a container writes Size bytes into its rootfs without syncing,
 // so they sit in the page cache as dirty pages, and is SIGKILLed while a
 // background writer keeps the disk busy. Without volatile the shim's
-// unmount of the rootfs syncs those pages before the container can be
-// reported EXITED (incident I1); with volatile_rootfs it does not.
+// unmount of the rootfs syncs those pages; with volatile_rootfs it does
+// not. The fork reports the container EXITED before that unmount (patch
+// "report a container EXITED when it exits"), so what volatile_rootfs saves
+// shows in the cleanup: SIGKILL until the rootfs is unmounted.
 type VolatileExit struct {
 	// Size is what the container writes into its rootfs; 512 MiB when zero.
 	Size int64
@@ -32,15 +34,17 @@ type VolatileExit struct {
 	// zero.
 	WriterChunk int64
 	// Rounds is how many containers each run writes and kills, one after
-	// the other on the same node; 1 when zero. A run reports the median.
+	// the other on the same node; 1 when zero. A run reports the round
+	// with the median KillToCleaned.
 	Rounds int
-	// Timeout bounds each wait (the write, kill to EXITED); 5 min when zero.
+	// Timeout bounds each wait (the write, kill to EXITED, kill to the
+	// rootfs unmounted); 5 min when zero.
 	Timeout time.Duration
 	Logf    Logf
 }
 
 // VolatileExitRun is the measurement of one configuration: the round with
-// the median KillToExited, and every round's KillToExited.
+// the median KillToCleaned, and every round's KillToCleaned.
 type VolatileExitRun struct {
 	// VolatileRootfs is whether the runc handler had volatile_rootfs.
 	VolatileRootfs bool
@@ -50,9 +54,10 @@ type VolatileExitRun struct {
 	Written        int64
 	WriteTook      time.Duration // the container's write, until it signalled completion
 	KillToExited   time.Duration // SIGKILL to the first ContainerStatus saying EXITED
+	KillToCleaned  time.Duration // SIGKILL until nothing is mounted at the rootfs (the shim's cleanup unmounted it)
 	ExitCode       int32
 	WriterRounds   int // background writer rounds (WriterChunk each) started
-	// Rounds are the KillToExited of every round, in order.
+	// Rounds are the KillToCleaned of every round, in order.
 	Rounds []time.Duration
 }
 
@@ -63,13 +68,18 @@ type VolatileExitResult struct {
 	Volatile VolatileExitRun // volatile_rootfs on
 }
 
-// Ratio is how many times longer kill to EXITED takes without volatile
-// than with it; 0 when a run is missing.
+// Ratio is how many times longer the cleanup (kill to the rootfs
+// unmounted) takes without volatile than with it; 0 when a run is missing.
 func (r VolatileExitResult) Ratio() float64 {
-	if r.Plain.KillToExited <= 0 || r.Volatile.KillToExited <= 0 {
+	return Ratio(r.Plain.KillToCleaned, r.Volatile.KillToCleaned)
+}
+
+// Ratio is a/b, or 0 when either is not a positive duration.
+func Ratio(a, b time.Duration) float64 {
+	if a <= 0 || b <= 0 {
 		return 0
 	}
-	return float64(r.Plain.KillToExited) / float64(r.Volatile.KillToExited)
+	return float64(a) / float64(b)
 }
 
 func (v *VolatileExit) defaults() {
@@ -110,9 +120,9 @@ func (v VolatileExit) Run(ctx context.Context, b Build, dir string) (VolatileExi
 		if err != nil {
 			return res, err
 		}
-		v.logf("%s volatile_rootfs=%v: rootfs volatile=%v, wrote %d MiB in %s, kill to EXITED %s (median of %v)",
+		v.logf("%s volatile_rootfs=%v: rootfs volatile=%v, wrote %d MiB in %s, kill to EXITED %s, to the rootfs unmounted %s (median of %v)",
 			b.Name, volatile, run.RootfsVolatile, run.Written>>20, run.WriteTook.Round(time.Millisecond),
-			run.KillToExited.Round(time.Millisecond), run.Rounds)
+			run.KillToExited.Round(time.Millisecond), run.KillToCleaned.Round(time.Millisecond), run.Rounds)
 	}
 	return res, nil
 }
@@ -152,9 +162,9 @@ func (v VolatileExit) runOne(ctx context.Context, b Build, dir string, volatile 
 			return run, err
 		}
 		runs = append(runs, run)
-		all = append(all, run.KillToExited)
+		all = append(all, run.KillToCleaned)
 	}
-	sort.Slice(runs, func(i, j int) bool { return runs[i].KillToExited < runs[j].KillToExited })
+	sort.Slice(runs, func(i, j int) bool { return runs[i].KillToCleaned < runs[j].KillToCleaned })
 	median := runs[len(runs)/2]
 	median.Rounds = all
 	return median, nil
@@ -238,7 +248,31 @@ func (v VolatileExit) measure(ctx context.Context, node *Node, dir, name string)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if run.KillToCleaned, err = waitUnmounted(ctx, rootfs, killed, deadline); err != nil {
+		return run, fmt.Errorf("container %s: %w", id, err)
+	}
 	return run, nil
+}
+
+// waitUnmounted polls until nothing is mounted at target and returns how
+// long after since that was.
+func waitUnmounted(ctx context.Context, target string, since, deadline time.Time) (time.Duration, error) {
+	for {
+		_, err := daemon.LookupMount(target)
+		if errors.Is(err, daemon.ErrNoMount) {
+			return time.Since(since), nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("rootfs %s still mounted %s after SIGKILL", target, time.Since(since).Round(time.Second))
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // diskWriter is a shell loop that writes and fsyncs a file again and again,
