@@ -103,6 +103,7 @@ type kubeletRun struct {
 	LongSyncMaxGap time.Duration // longest time without one
 	UpdatesExiting int           // UpdateContainerResources that reached an exiting container
 	UpdateErrors   int           // kubelet's CPU manager logged "failed to update container" for one
+	UpdatesDown    int           // of those, failed as Unavailable while containerd restarted (not counted above)
 	Exited         time.Duration // trigger -> every short pod EXITED in CRI
 	RestartReady   time.Duration // containerd restart -> CRI answers
 	RecoveryErrors string        // containerd's errors from the restart until CRI answered
@@ -248,6 +249,7 @@ func runsTable(name string, d time.Duration, runs map[string]kubeletRun) string 
 	})
 	row("updates reaching exiting ctrs", func(r kubeletRun) string { return fmt.Sprint(r.UpdatesExiting) })
 	row("updates failed (kubelet log)", func(r kubeletRun) string { return fmt.Sprint(r.UpdateErrors) })
+	row("updates failed, containerd down", func(r kubeletRun) string { return fmt.Sprint(r.UpdatesDown) })
 	row("exits -> all EXITED in CRI", func(r kubeletRun) string { return dur(r.Exited) })
 	row("restart -> CRI ready", func(r kubeletRun) string {
 		if r.RestartReady == 0 {
@@ -484,9 +486,7 @@ func runKubeletScenario(t *testing.T, b incident.Build, bin string, d time.Durat
 		}
 	}
 	run.UpdatesExiting = updatesTo(node.Daemon.Logs()[logStart:], ids, shorts)
-	for _, p := range shorts {
-		run.UpdateErrors += kubelet.Count(lines, "failed to update container", map[string]string{"containerID": ids[p]}, t0, t1)
-	}
+	run.UpdateErrors, run.UpdatesDown = failedUpdates(lines, ids, shorts, t0, t1, restart)
 	run.CRIStarts, run.Attempts = starts.result()
 	run.LogStarts = map[string]int{}
 	for _, p := range shorts {
@@ -650,6 +650,26 @@ func updatesTo(log string, ids map[string]string, pods []string) int {
 	return n
 }
 
+// failedUpdates counts the updates of the pods' containers that kubelet's
+// CPU manager logged as failed between from and to. With restart, those
+// that failed as Unavailable are counted apart, as down: containerd was
+// not there to answer them, which is the restart's doing, not an update
+// that the runtime failed or left hanging.
+func failedUpdates(lines []kubelet.LogLine, ids map[string]string, pods []string, from, to time.Time, restart bool) (failed, down int) {
+	for _, p := range pods {
+		for _, l := range kubelet.Select(lines, "failed to update container", map[string]string{"containerID": ids[p]}) {
+			switch {
+			case l.Time.Before(from) || l.Time.After(to):
+			case restart && strings.Contains(l.KV["err"], "code = Unavailable"):
+				down++
+			default:
+				failed++
+			}
+		}
+	}
+	return failed, down
+}
+
 // startCounter records every container CRI ever lists for some pods.
 type startCounter struct {
 	mu      sync.Mutex
@@ -744,5 +764,34 @@ func TestForkBroken(t *testing.T) {
 			require.Len(t, broken, 1, "%q", broken)
 			assert.Contains(t, broken[0], tc.want)
 		})
+	}
+}
+
+// TestFailedUpdates counts kubelet's failed updates from its own log lines:
+// only the pods' containers, only inside the window, and with a restart,
+// Unavailable apart.
+func TestFailedUpdates(t *testing.T) {
+	const log = `E1203 17:00:43.027040   12659 cpu_manager.go:540] "failed to update container" err="rpc error: code = Unavailable desc = error reading from server: EOF" pod="default/short-0" containerName="main" containerID="aaa" cpuSet="0-1"
+E1203 17:00:44.028882   12659 cpu_manager.go:540] "failed to update container" err="rpc error: code = DeadlineExceeded desc = context deadline exceeded" pod="default/short-1" containerName="main" containerID="bbb" cpuSet="0-1"
+E1203 17:00:44.029252   12659 cpu_manager.go:540] "failed to update container" err="rpc error: code = DeadlineExceeded desc = context deadline exceeded" pod="default/long" containerName="main" containerID="ccc" cpuSet="0-1"
+E1203 17:00:49.030878   12659 cpu_manager.go:540] "failed to update container" err="rpc error: code = DeadlineExceeded desc = context deadline exceeded" pod="default/short-0" containerName="main" containerID="aaa" cpuSet="0-1"
+`
+	now := time.Date(2026, 12, 3, 18, 0, 0, 0, time.UTC)
+	lines := kubelet.ParseLog(log, now)
+	require.Len(t, lines, 4)
+	from := time.Date(2026, 12, 3, 17, 0, 40, 0, time.UTC)
+	to := from.Add(8 * time.Second)
+	ids := map[string]string{"short-0": "aaa", "short-1": "bbb", "long": "ccc"}
+	shorts := []string{"short-0", "short-1"}
+	for _, tc := range []struct {
+		restart            bool
+		wantFailed, wantDn int
+	}{
+		{restart: false, wantFailed: 2},
+		{restart: true, wantFailed: 1, wantDn: 1},
+	} {
+		failed, down := failedUpdates(lines, ids, shorts, from, to, tc.restart)
+		assert.Equal(t, tc.wantFailed, failed, "failed, restart=%v", tc.restart)
+		assert.Equal(t, tc.wantDn, down, "down, restart=%v", tc.restart)
 	}
 }
