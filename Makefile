@@ -148,11 +148,12 @@ e2e:
 
 ## bench: fork against upstream, side by side, from one run (BENCH_QUICK=1: smoke run;
 ## BENCH_RUN=<regexp> runs only the matching cases, e.g. BENCH_RUN='node at';
-## BENCH_BIG=1 adds 500 containers to the node case)
+## BENCH_BIG=1 adds 500 containers to the node case); a selection writes build/bench/<line>-run.json,
+## so it never overwrites a full run's samples
 BENCH_RUN ?=
 BENCH_BIG ?=
 bench: setup binaries
-	$(GO) run ./cmd/steady-bench -line $(LINE) -json build/bench/$(LINE).json -run '$(BENCH_RUN)' $(if $(BENCH_BIG),-big)
+	$(GO) run ./cmd/steady-bench -line $(LINE) -json build/bench/$(LINE)$(if $(BENCH_RUN),-run).json -run '$(BENCH_RUN)' $(if $(BENCH_BIG),-big)
 
 ## bench-quick: the benchmark's smoke run that make test includes
 bench-quick: setup binaries
